@@ -1,0 +1,56 @@
+# Optimizers in PyTorch: `make lab` to study, `make test` to check everything.
+# Both bootstrap .venv on first use; later runs install nothing unless pyproject.toml
+# or constraints.txt changed.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
+
+.PHONY: setup data chromium lab test bench lectures lint clean help
+
+help:
+	@echo "make lab       set up (first time only) and open the lectures in JupyterLab"
+	@echo "make test      set up (first time only) and run the whole test suite"
+	@echo "make bench     run the benchmarks, write benchmarks/RESULTS.md"
+	@echo "make lectures  execute every lecture at full size, HTML with plots in build/lectures"
+	@echo "make lint      ruff check + format check"
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=23.2"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+setup: $(STAMP) data
+
+data: $(STAMP)
+	@$(PY) -m course_utils.data fetch
+
+# The browser test drives Debian's Chromium; install it when we can (CI runs as root).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing Debian's chromium + chromium-driver for the browser test ..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else echo "note: no chromium; the browser test will be skipped (apt-get install chromium chromium-driver)"; fi; }
+
+lab: setup
+	$(VENV)/bin/jupyter lab $(ROOT_FLAG) notebooks/
+
+test: setup chromium
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) benchmarks/run.py
+
+lectures: setup
+	$(PY) -m tools.notebooks execute --full --html build/lectures
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf build .pytest_cache
