@@ -147,6 +147,21 @@ def test_shift_is_exactly_random_crop_of_the_padded_image(mnist_dir, dy, dx):
     assert torch.equal(ours, expected)
 
 
+def test_augmentation_draws_exact_pil_transforms_from_the_grid(mnist_dir):
+    """augment_batch looks its transforms up in a table; each one is a warp on the 0.05° grid."""
+    images = data.load_mnist()[0][:512]
+    out = data.augment_batch(images, generator=torch.Generator().manual_seed(4))
+    angles = torch.linspace(-5, 5, data.ANGLE_STEPS)
+    shifts = torch.cartesian_prod(torch.arange(-2, 3), torch.arange(-2, 3))
+    for k in range(0, 512, 64):  # find the (angle, shift) that reproduces image k exactly
+        candidates = data.warp(
+            images[k].expand(len(angles) * 25, 28, 28).contiguous(),
+            angles.repeat_interleave(25),
+            shifts.repeat(len(angles), 1),
+        )
+        assert (candidates == out[k]).all(dim=(1, 2)).any(), f"image {k} is not a grid transform"
+
+
 def test_every_image_in_a_batch_gets_its_own_transform(mnist_dir):
     one = data.load_mnist()[0][:1].repeat(256, 1, 1)  # 256 copies of the same digit
     out = data.augment_batch(one, generator=torch.Generator().manual_seed(0))
