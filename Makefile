@@ -8,13 +8,15 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: setup data chromium lab test bench lectures lint clean help
+.PHONY: setup data chromium lab test bench lectures student-edition lint clean help
 
 help:
 	@echo "make lab       set up (first time only) and open the lectures in JupyterLab"
 	@echo "make test      set up (first time only) and run the whole test suite"
 	@echo "make bench     run the benchmarks, write benchmarks/RESULTS.md"
 	@echo "make lectures  execute every lecture at full size, HTML with plots in build/lectures"
+	@echo "make student-edition STUDENT_REPO=URL [SOLUTIONS=1]"
+	@echo "               build/student-edition(.zip): what students get, without solutions or hidden tests"
 	@echo "make lint      ruff check + format check"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -47,6 +49,11 @@ bench: setup
 
 lectures: setup
 	$(PY) -m tools.notebooks execute --full --html build/lectures
+
+# The public repository students open notebooks from (Colab badges, setup cells).
+STUDENT_REPO ?= https://github.com/optimizers-course/optimizers-in-pytorch-student
+student-edition: setup
+	$(PY) -m autograder.publish --repo $(STUDENT_REPO) $(if $(SOLUTIONS),--solutions)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

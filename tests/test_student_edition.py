@@ -1,0 +1,214 @@
+"""The student edition: everything students need, nothing of the solutions or hidden tests."""
+
+import os
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import nbformat
+import pytest
+import tomllib
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+from autograder import publish
+
+ROOT = Path(__file__).resolve().parents[1]
+EDITION_REPO = "https://github.com/example-org/optimizers-student"
+INSTRUCTOR_REPO = tomllib.loads((ROOT / "tools" / "course.toml").read_text())["repository"]
+SOURCE = ROOT / "assignments" / "source" / "optimizers_lab"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def edition(tmp_path_factory):
+    return publish.build(tmp_path_factory.mktemp("pub") / "student-edition", EDITION_REPO)
+
+
+def _texts(folder):
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.suffix != ".zip":
+            yield path, path.read_text(errors="replace")
+
+
+def _solution_cells():
+    """Source solution cells as students would have to write them (the markers removed)."""
+    for path in sorted(SOURCE.glob("*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.get("metadata", {}).get("nbgrader", {}).get("solution"):
+                yield path.name, cell
+
+
+def _solution_body(source):
+    return "\n".join(line for line in source.splitlines() if "SOLUTION" not in line)
+
+
+def test_edition_has_the_lectures_the_package_and_the_released_lab(edition):
+    assert sorted(p.name for p in (edition / "notebooks").glob("*.ipynb")) == sorted(
+        p.name for p in (ROOT / "notebooks").glob("*.ipynb")
+    )
+    assert (edition / "course_utils" / "training.py").exists()
+    assert sorted(p.name for p in (edition / "lab").glob("*.ipynb")) == ["accumulation.ipynb", "adam.ipynb"]
+    for name in ("pyproject.toml", "environment.yml", "README.md", "Makefile"):
+        assert (edition / name).exists(), name
+    with zipfile.ZipFile(str(edition) + ".zip") as zf:
+        names = zf.namelist()
+    assert "student-edition/lab/adam.ipynb" in names and "student-edition/course_utils/data.py" in names
+
+
+def test_edition_holds_no_solution_no_hidden_test_no_instructor_data(edition):
+    assert not (edition / "autograder").exists()
+    assert not list(edition.rglob("*.db")) and not list(edition.rglob("gradebook*"))
+    assert not any(
+        part in {"submitted", "autograded", "feedback", "source"}
+        for p in edition.rglob("*")
+        for part in p.parts[len(edition.parts) :]
+    )
+    solution_bodies = [_solution_body(cell.source) for _, cell in _solution_cells()]
+    assert solution_bodies and all(len(body) > 50 for body in solution_bodies)
+    for path, text in _texts(edition):
+        for needle in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "HIDDEN TESTS", "autograder."):
+            assert needle not in text, f"{path} contains {needle!r}"
+        if path.suffix == ".ipynb":
+            sources = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells)
+            for body in solution_bodies:
+                assert body not in sources, f"{path} contains a solution cell verbatim"
+
+
+def test_colab_badges_and_setup_cells_point_at_the_edition(edition):
+    notebooks = sorted(edition.glob("notebooks/*.ipynb"))
+    for path in notebooks:
+        nb = nbformat.read(path, as_version=4)
+        badge, setup = nb.cells[0].source, nb.cells[1].source
+        assert f"github/example-org/optimizers-student/blob/main/notebooks/{path.name}" in badge
+        assert f"git+{EDITION_REPO}.git@main" in setup and "course_utils" in setup
+    for path, text in _texts(edition):
+        assert INSTRUCTOR_REPO not in text, f"{path} still points at the instructor's repository"
+    readme = (edition / "README.md").read_text()
+    for path in notebooks + sorted(edition.glob("lab/*.ipynb")):
+        rel = path.relative_to(edition).as_posix()
+        assert f"colab.research.google.com/github/example-org/optimizers-student/blob/main/{rel}" in readme
+
+
+def _wheel_contents(project, tmp_path):
+    out = tmp_path / project.name
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(out),
+            str(project),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = out.glob("*.whl")
+    return zipfile.ZipFile(wheel).namelist()
+
+
+def test_pip_install_ships_course_utils_only(edition, tmp_path):
+    for project in (ROOT, edition):
+        names = _wheel_contents(project, tmp_path)
+        top = {name.split("/")[0] for name in names}
+        assert top == {"course_utils", "optimizers_course-0.1.0.dist-info"}, (project, top)
+        assert "course_utils/data.py" in names
+
+
+def _execute(nb, cwd, edition, allow_errors=False):
+    """Run ``nb`` in a kernel that sees only the edition's course_utils, in fast mode."""
+    env = {"COURSE_FAST": "1", "PYTHONPATH": str(edition), "MPLBACKEND": "Agg"}
+    old = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)  # the kernel process inherits the environment
+    try:
+        NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=allow_errors,
+                       resources={"metadata": {"path": str(cwd)}}).execute()  # fmt: skip
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return nb
+
+
+def _from_edition_check(edition):
+    return nbformat.v4.new_code_cell(
+        "import pathlib, course_utils\n"
+        f"assert pathlib.Path(course_utils.__file__).resolve().is_relative_to(pathlib.Path({str(edition)!r})), course_utils.__file__"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb")))
+def test_every_lecture_runs_from_the_edition_alone(edition, name):
+    path = edition / "notebooks" / name
+    nb = nbformat.read(path, as_version=4)
+    nb.cells.insert(2, _from_edition_check(edition))  # after the badge and setup cells
+    _execute(nb, path.parent, edition)
+
+
+def _graded_test_cells(nb):
+    return [
+        i
+        for i, cell in enumerate(nb.cells)
+        if cell.cell_type == "code" and cell.get("metadata", {}).get("nbgrader", {}).get("grade")
+    ]
+
+
+@pytest.mark.parametrize("name", ["accumulation.ipynb", "adam.ipynb"])
+def test_released_visible_tests_fail_on_the_stub_and_pass_with_the_solution(edition, name):
+    released = nbformat.read(edition / "lab" / name, as_version=4)
+    stub_run = _execute(nbformat.from_dict(released), edition / "lab", edition, allow_errors=True)
+    graded = _graded_test_cells(stub_run)
+    assert graded, "the released notebook has visible test cells"
+    for i in graded:
+        errors = [o for o in stub_run.cells[i].outputs if o.output_type == "error"]
+        assert errors, f"visible test cell {i} passed on the untouched stub"
+
+    solutions = {
+        cell.metadata["nbgrader"]["grade_id"]: _solution_body(cell.source)
+        for n, cell in _solution_cells()
+        if n == name
+    }
+    solved = nbformat.from_dict(released)
+    for cell in solved.cells:
+        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        if grade_id in solutions:
+            cell.source = solutions.pop(grade_id)
+    assert not solutions, f"solution cells not found in the release: {solutions}"
+    try:
+        _execute(solved, edition / "lab", edition)
+    except CellExecutionError as exc:
+        pytest.fail(f"the reference solution fails a visible test in {name}:\n{exc}")
+
+
+def test_solutions_flag_adds_the_worked_solutions(tmp_path):
+    out = publish.build(tmp_path / "with-solutions", EDITION_REPO, solutions=True, make_zip=False)
+    solved = sorted(p.name for p in (out / "solutions").glob("*.ipynb"))
+    assert solved == ["accumulation.ipynb", "adam.ipynb"]
+    text = (out / "solutions" / "adam.ipynb").read_text()
+    assert "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text
+    adam_body = next(_solution_body(c.source) for n, c in _solution_cells() if n == "adam.ipynb")
+    assert re.sub(r"\s+", " ", adam_body.split("\n")[0]) in re.sub(
+        r"\s+",
+        " ",
+        "\n".join(c.source for c in nbformat.read(out / "solutions" / "adam.ipynb", as_version=4).cells),
+    )
+    assert not list((out / "lab").glob("*solution*"))
+
+
+def test_rebuilding_never_deletes_a_folder_that_is_not_an_edition(tmp_path):
+    precious = tmp_path / "my-work"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("do not delete")
+    with pytest.raises(publish.PublishError, match="not a student edition"):
+        publish.build(precious, EDITION_REPO)
+    assert (precious / "thesis.txt").read_text() == "do not delete"
