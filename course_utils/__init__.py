@@ -33,6 +33,9 @@ _EXPORTS = {
     "set_seed": "training",
     "train": "training",
     "train_epoch": "training",
+    "Playground": "playground",
+    "run_optimizer": "playground",
+    "Quiz": "quiz",
 }
 
 __all__ = sorted(_EXPORTS)
