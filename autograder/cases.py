@@ -1,0 +1,301 @@
+"""The inputs of every hidden check, drawn from a seed picked at grade time.
+
+Both sides build them: the sandbox, which runs the student's code on them, and the
+grader, which runs the reference on them. Everything comes from one
+``torch.Generator`` on the CPU and only then moves to the device, so both sides get
+bit-identical tensors without ever sending them across.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+IN_FEATURES, HIDDEN, CLASSES = 12, 10, 4
+BATCH = 8
+LR_SGD = 0.1  # the learning rate of the recording optimizer given to train_epoch
+
+# (part, n_batches, accumulation_steps) for the accumulation checks.
+ACCUMULATION_CASES: dict[str, tuple[tuple[int, int], ...]] = {
+    "plain": ((5, 1),),
+    "schedule": ((7, 3), (8, 4)),
+    "group_gradient": ((8, 4), (6, 2)),
+    "partial_group": ((8, 3),),
+    "losses": ((8, 3), (6, 2)),
+}
+
+# Hyperparameters of the multi-step Adam check, passed by keyword like torch.optim's.
+ADAM_SETTINGS: tuple[dict, ...] = (
+    {},
+    {"lr": 0.02, "betas": (0.8, 0.95), "eps": 1e-3},
+    {"lr": 5e-3, "betas": (0.5, 0.9), "eps": 1e-6},
+)
+ADAM_STEPS = 30
+PARAM_SHAPES = ((6, 5), (5,), (3, 4))
+
+
+def generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed) % (2**63))
+
+
+def tiny_model(seed: int, device: torch.device, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """A 12-10-4 tanh network with weights drawn from ``seed`` (no global RNG involved)."""
+    g = generator(seed)
+    model = nn.Sequential(nn.Linear(IN_FEATURES, HIDDEN), nn.Tanh(), nn.Linear(HIDDEN, CLASSES))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.4)
+    return model.to(device=device, dtype=dtype)
+
+
+def batches(seed: int, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``n`` CPU batches of (inputs (B, 12), labels (B,)); the last one is smaller, like a DataLoader's."""
+    g = generator(seed + 1)
+    out = []
+    for i in range(n):
+        size = BATCH if i < n - 1 else BATCH - 3
+        x = torch.randn(size, IN_FEATURES, generator=g)  # (B, 12)
+        y = torch.randint(0, CLASSES, (size,), generator=g)  # (B,)
+        out.append((x, y))
+    return out
+
+
+def adam_params(seed: int, device: torch.device, dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
+    g = generator(seed)
+    return [torch.randn(s, generator=g).to(device=device, dtype=dtype).requires_grad_() for s in PARAM_SHAPES]
+
+
+def adam_grads(seed: int, steps: int, device: torch.device, dtype: torch.dtype = torch.float32) -> list[list]:
+    """Gradients for ``steps`` steps. Their scale changes from step to step (down to 1e-4) and
+    a few entries are exactly zero, so eps's place and the bias correction both show."""
+    g = generator(seed + 7)
+    out = []
+    for t in range(steps):
+        scale = (1.0, 1e-2, 0.3, 1e-4, 3.0)[t % 5]
+        step = []
+        for s in PARAM_SHAPES:
+            grad = torch.randn(s, generator=g) * scale
+            grad[torch.rand(s, generator=g) < 0.1] = 0.0
+            step.append(grad.to(device=device, dtype=dtype))
+        out.append(step)
+    return out
+
+
+class CountingBatches:
+    """An iterable of batches that counts how many have been taken (``len()`` works too)."""
+
+    def __init__(self, data: list) -> None:
+        self._data = data
+        self.taken = 0
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __iter__(self):  # noqa: ANN204
+        for item in self._data:
+            self.taken += 1
+            yield item
+
+
+class RecordingSGD:
+    """Plain SGD that records, at every ``step()``, how many batches had been taken and the gradients."""
+
+    def __init__(self, params, batches_seen: CountingBatches, lr: float = LR_SGD) -> None:  # noqa: ANN001
+        self.params = list(params)
+        self.param_groups = [{"params": self.params, "lr": lr}]
+        self.lr = lr
+        self.seen = batches_seen
+        self.steps: list[int] = []
+        self.grads: list[list] = []
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            if set_to_none or p.grad is None:
+                p.grad = None
+            else:
+                p.grad.zero_()
+
+    @torch.no_grad()
+    def step(self, closure=None) -> None:  # noqa: ANN001
+        self.steps.append(self.seen.taken)
+        self.grads.append(
+            [None if p.grad is None else p.grad.detach().to("cpu", copy=True) for p in self.params]
+        )
+        for p in self.params:
+            if p.grad is not None:
+                p.sub_(self.lr * p.grad)
+
+
+def plain_values(value: object) -> dict:
+    """A returned list as floats the grader can load safely, or a description of what it was."""
+    if isinstance(value, (list, tuple)):
+        out = []
+        for item in value[:10_000]:
+            try:
+                out.append(float(item.item() if hasattr(item, "item") else item))
+            except Exception:
+                out.append(None)
+        return {"type": type(value).__name__, "values": out, "length": len(value)}
+    return {"type": type(value).__name__, "values": None, "length": None}
+
+
+def run_train_epoch(train_epoch, seed: int, n: int, k: int, device: torch.device) -> dict:  # noqa: ANN001
+    """Run any ``train_epoch(iterator, model, optimizer, criterion, device, k)`` and record what it did."""
+    model = tiny_model(seed, device)
+    data = CountingBatches(batches(seed, n))
+    optimizer = RecordingSGD(model.parameters(), data)
+    returned = train_epoch(data, model, optimizer, nn.CrossEntropyLoss(), device, k)
+    return {
+        "n": n,
+        "k": k,
+        "steps": list(optimizer.steps),
+        "grads": optimizer.grads,
+        "returned": plain_values(returned),
+        "params": [p.detach().to("cpu", copy=True) for p in model.parameters()],
+    }
+
+
+# --------------------------------------------------------------------------- Adam drivers
+# Each takes an optimizer class (the student's, or torch.optim.Adam for the reference) and
+# returns plain tensors on the CPU. None of them calls zero_grad() except run_zero_grad, and
+# only run_generator passes a generator, so one mistake fails one check.
+
+
+def _snapshot(params) -> list[torch.Tensor]:  # noqa: ANN001
+    return [p.detach().to("cpu", copy=True) for p in params]
+
+
+def run_first_step(adam_cls, seed: int, device: torch.device) -> dict:  # noqa: ANN001
+    params = adam_params(seed, device)
+    opt = adam_cls(params, lr=0.01)
+    for p, g in zip(params, adam_grads(seed, 1, device)[0]):
+        p.grad = g.clone()
+    opt.step()
+    return {"params": _snapshot(params)}
+
+
+def run_many_steps(adam_cls, seed: int, device: torch.device) -> dict:  # noqa: ANN001
+    trajectories = []
+    for i, hparams in enumerate(ADAM_SETTINGS):
+        params = adam_params(seed + i, device)
+        grads = adam_grads(seed + i, ADAM_STEPS, device)
+        opt = adam_cls(params, **hparams)
+        trajectory = []
+        for t in range(ADAM_STEPS):
+            for p, g in zip(params, grads[t]):
+                p.grad = g.clone()
+            opt.step()
+            trajectory.append(_snapshot(params))
+        trajectories.append(trajectory)
+    return {"trajectories": trajectories}
+
+
+def run_generator(adam_cls, seed: int, device: torch.device, steps: int = 5) -> dict:  # noqa: ANN001
+    model = tiny_model(seed, device)
+    opt = adam_cls(model.parameters(), lr=0.01)  # a generator, exactly as students will pass it
+    criterion = nn.CrossEntropyLoss()
+    trajectory = []
+    for x, y in batches(seed, steps):
+        for p in model.parameters():
+            p.grad = None
+        criterion(model(x.to(device)), y.to(device)).backward()
+        opt.step()
+        trajectory.append(_snapshot(model.parameters()))
+    return {"trajectory": trajectory}
+
+
+def run_zero_grad(adam_cls, seed: int, device: torch.device) -> dict:  # noqa: ANN001
+    """zero_grad before any backward, after one, and the gradients of the next backward (no step())."""
+    model = tiny_model(seed, device)
+    params = list(model.parameters())
+    opt = adam_cls(params)
+    criterion = nn.CrossEntropyLoss()
+    (x1, y1), (x2, y2) = batches(seed, 2)
+    opt.zero_grad()
+    before = ["none" if p.grad is None else "tensor" for p in params]
+    criterion(model(x1.to(device)), y1.to(device)).backward()
+    old = [p.grad for p in params]
+    opt.zero_grad()
+    after = []
+    for p, g in zip(params, old):
+        if p.grad is None:
+            after.append("none")
+        elif p.grad is g:
+            after.append("in_place" if bool((p.grad == 0).all()) else "not_zeroed")
+        else:
+            after.append("new_tensor")
+    criterion(model(x2.to(device)), y2.to(device)).backward()
+    return {
+        "before": before,
+        "after": after,
+        "grads": [None if p.grad is None else p.grad.detach().cpu() for p in params],
+    }
+
+
+def reference_grads(seed: int, device: torch.device) -> list[torch.Tensor]:
+    """The gradients of the second batch alone, as run_zero_grad should leave them."""
+    model = tiny_model(seed, device)
+    (_, _), (x2, y2) = batches(seed, 2)
+    nn.CrossEntropyLoss()(model(x2.to(device)), y2.to(device)).backward()
+    return [p.grad.detach().cpu() for p in model.parameters()]
+
+
+def state_tensors(obj, depth: int = 0, seen: set | None = None) -> list[torch.Tensor]:  # noqa: ANN001
+    """Every tensor an optimizer object keeps, looking a few levels into lists, tuples and dicts."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen or depth > 4:
+        return []
+    seen.add(id(obj))
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, dict):
+        items = list(obj.keys()) + list(obj.values())
+    elif isinstance(obj, (list, tuple)):
+        items = list(obj)
+    elif hasattr(obj, "__dict__") and depth == 0:
+        items = list(vars(obj).values())
+    else:
+        return []
+    out = []
+    for item in items:
+        out += state_tensors(item, depth + 1, seen)
+    return out
+
+
+def misplaced_state(opt, params) -> list[str]:  # noqa: ANN001
+    """Descriptions of state tensors that are not on the parameters' device or not of their dtype."""
+    param_ids = {id(p) for p in params}
+    device, dtype = params[0].device, params[0].dtype
+    bad = []
+    for t in state_tensors(opt):
+        if id(t) in param_ids or t.dim() == 0:  # the parameters themselves, and scalar step counters
+            continue
+        if t.device != device or (t.is_floating_point() and t.dtype != dtype):
+            bad.append(f"a {tuple(t.shape)} {str(t.dtype).replace('torch.', '')} tensor on {t.device}")
+    return bad
+
+
+def run_device_state(adam_cls, seed: int, device: torch.device, steps: int = 10) -> dict:  # noqa: ANN001
+    """float64 parameters on the grading device, then (on a CPU-only machine) parameters on the
+    meta device standing in for a GPU: state must follow the parameters."""
+    params = adam_params(seed, device, torch.float64)
+    grads = adam_grads(seed, steps, device, torch.float64)
+    opt = adam_cls(params, lr=0.01, betas=(0.9, 0.99))
+    trajectory = []
+    for t in range(steps):
+        for p, g in zip(params, grads[t]):
+            p.grad = g.clone()
+        opt.step()
+        trajectory.append(_snapshot(params))
+    out = {"trajectory": trajectory, "misplaced": misplaced_state(opt, params), "meta_misplaced": []}
+    if device.type == "cpu":
+        meta = [torch.empty(s, device="meta").requires_grad_() for s in PARAM_SHAPES]
+        opt = adam_cls(meta)
+        for p in meta:
+            p.grad = torch.empty(p.shape, device="meta")
+        try:
+            opt.step()
+        except Exception:  # data-dependent code cannot run on meta; the state check below still applies
+            pass
+        out["meta_misplaced"] = misplaced_state(opt, meta)
+    return out

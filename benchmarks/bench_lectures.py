@@ -1,0 +1,135 @@
+"""Benchmark: all seven lectures executed at full size, and what the original per-image PIL pipeline would cost.
+
+A (measured): every lecture notebook run top to bottom at full size (full MNIST, the epochs the notebooks ask for)
+with the fast tensor pipeline, as `make lectures` does. Each notebook gets a hidden first cell that counts the
+training images the lecture feeds through ``course_utils.training.train_epoch``.
+
+B (classic pipeline): the course's original torchvision/PIL ``DataLoader`` prepares each image separately. Its cost
+per training image and the fast pipeline's are measured side by side on the same images (median of 3 repeats), and
+B's lecture time is estimated as A + (images trained on) x (classic - fast) seconds per image, since the models,
+optimisers and everything else in the lectures are the same under both pipelines.
+
+The full-size lecture run takes minutes, so it runs once (not 3 times) by default; set BENCH_LECTURE_REPEATS=3 for
+a median. Run with ``python benchmarks/run.py`` (``make bench``) or ``python -m benchmarks.bench_lectures``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import nbformat  # noqa: E402
+import torch  # noqa: E402
+from nbclient import NotebookClient  # noqa: E402
+
+from tools import notebooks as nbtools  # noqa: E402
+
+COUNTER_CELL = """\
+import atexit, json
+import course_utils.training as _training
+
+_seen = {{"images": 0, "steps": 0}}
+_train_epoch = _training.train_epoch
+
+
+def _counting_train_epoch(iterator, *args, **kwargs):
+    def counted():
+        for images, labels in iterator:
+            _seen["images"] += len(labels)
+            _seen["steps"] += 1
+            yield images, labels
+
+    return _train_epoch(counted(), *args, **kwargs)
+
+
+_training.train_epoch = _counting_train_epoch
+atexit.register(lambda: open({path!r}, "w").write(json.dumps(_seen)))
+"""
+
+
+def run_lectures(counts_dir: Path) -> dict[str, tuple[float, dict]]:
+    """Execute every lecture at full size; return {name: (seconds, {"images": n, "steps": n})}."""
+    results = {}
+    for path in sorted(ROOT.glob(nbtools.LECTURE_GLOB)):
+        nb = nbformat.read(path, as_version=nbtools.NB_VERSION)
+        counts = counts_dir / f"{path.stem}.json"
+        nb.cells.insert(0, nbformat.v4.new_code_cell(COUNTER_CELL.format(path=str(counts))))
+        client = NotebookClient(
+            nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+        )
+        start = time.perf_counter()
+        client.execute(env=nbtools.kernel_env(fast=False))  # the kernel exits here and writes the counts
+        seconds = time.perf_counter() - start
+        results[path.stem] = (seconds, json.loads(counts.read_text()))
+    return results
+
+
+def seconds_per_image(pipeline: str, n_batches: int = 20, repeats: int = 3) -> float:
+    """Median time per training image to produce augmented batches of 128 with the given pipeline."""
+    from course_utils.data import get_dataloaders
+
+    times = []
+    for _ in range(repeats):
+        train_loader, _, _ = get_dataloaders(batch_size=128, pipeline=pipeline, device="cpu", seed=0)
+        start, images = time.perf_counter(), 0
+        for (_images, labels), _ in zip(train_loader, range(n_batches)):
+            images += len(labels)
+        times.append((time.perf_counter() - start) / images)
+    return statistics.median(times)
+
+
+def run() -> str:
+    """Markdown section with the measured lecture time and the classic pipeline's estimate."""
+    threads = torch.get_num_threads()
+    repeats = int(os.environ.get("BENCH_LECTURE_REPEATS", "1"))
+    fast_per_image = seconds_per_image("fast")
+    classic_per_image = seconds_per_image("classic")
+    runs = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            runs.append(run_lectures(Path(tmp)))
+    names = list(runs[0])
+    seconds = {name: statistics.median(r[name][0] for r in runs) for name in names}
+    images = {name: runs[0][name][1]["images"] for name in names}
+    extra = classic_per_image - fast_per_image
+    rows = [
+        f"| {name} | {images[name] / 60_000:.1f} | {seconds[name]:.1f} | {seconds[name] + images[name] * extra:.0f} |"
+        for name in names
+    ]
+    total_s, total_images = sum(seconds.values()), sum(images.values())
+    classic_total = total_s + total_images * extra
+    return "\n".join(
+        [
+            "## Lectures at full size",
+            "",
+            f"All seven lecture notebooks executed top to bottom at full size on the CPU, {threads} torch threads "
+            f"({os.cpu_count()} cores); lecture times are {'the median of ' + str(repeats) + ' runs' if repeats > 1 else 'one run'} "
+            "(`BENCH_LECTURE_REPEATS`), per-image pipeline costs the median of 3. "
+            "*Classic* is estimated: measured time + images trained on x (classic - fast) cost per image.",
+            "",
+            "| pipeline | cost per training image (data preparation) |",
+            "|---|---|",
+            f"| fast (tensor batches, course_utils) | {fast_per_image * 1e6:.1f} µs |",
+            f"| classic (torchvision PIL, per image) | {classic_per_image * 1e6:.1f} µs |",
+            "",
+            "| notebook | epochs of MNIST trained | fast pipeline: measured s | classic pipeline: estimated s |",
+            "|---|---|---|---|",
+            *rows,
+            f"| **total** | **{total_images / 60_000:.1f}** | **{total_s:.0f} s ({total_s / 60:.1f} min)** | "
+            f"**{classic_total:.0f} s ({classic_total / 60:.1f} min)** |",
+            "",
+        ]
+    )
+
+
+if __name__ == "__main__":
+    print(run())

@@ -1,0 +1,221 @@
+"""The instructor's whole pipeline, for real: nbgrader release, uploads, grading, reports, CSV.
+
+One run of ``python -m autograder run`` grades a class of eight submissions (a correct one,
+an untouched stub, the course material's own answers, classic mistakes, a Colab round trip,
+a chaotic notebook and a malformed one) with two workers; the CSV is then checked score by
+score, and the reports, gradebook and release are checked too.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from autograder import pipeline, solutions, spec
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+NB = tuple(spec.NOTEBOOKS)
+
+# student id -> (accumulation, adam) marks the CSV must show
+EXPECTED = {
+    "alice": (5, 5),  # correct
+    "bob": (0, 0),  # the released stubs, untouched
+    "carol_smith": (5, 5),  # Google Forms uploads; an older stub is superseded
+    "dave": (1, 0),  # the course material's own answers
+    "erin": (2, 4),  # no step for the final partial group; zero_grad allocating zeros
+    "frank": (5, 5),  # Colab round trip: metadata stripped, "Copy of ..." names
+    "gina": (3, 2),  # duplicated, deleted, flooding, exiting and looping cells; NaN-producing Adam
+    "hank": (0, 0),  # invalid JSON; a notebook that kills its kernel
+}
+
+
+def _released(course: pipeline.Course, name: str) -> nbformat.NotebookNode:
+    return nbformat.read(course.release / f"{name}.ipynb", as_version=4)
+
+
+def _answer(course: pipeline.Course, name: str, solution: str) -> nbformat.NotebookNode:
+    """A student's copy of the released notebook with ``solution`` in the solution cell."""
+    nb = _released(course, name)
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == spec.notebook(name).solution_id:
+            cell.source = solution
+    return nb
+
+
+def _write(nb: nbformat.NotebookNode, path: Path, mtime: float | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    if mtime:
+        os.utime(path, (mtime, mtime))
+
+
+def _colab(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    out = copy.deepcopy(nb)
+    for cell in out.cells:
+        cell.metadata = {"id": "x"} if cell.cell_type == "code" else {}
+        cell.pop("id", None)
+    out.metadata = {
+        "colab": {"provenance": []},
+        "kernelspec": {"name": "python3", "display_name": "Python 3"},
+    }
+    out.nbformat_minor = 0  # what Colab writes: v4.0, cells without ids
+    return out
+
+
+def _make_uploads(course: pipeline.Course, folder: Path) -> None:
+    good = {"accumulation": solutions.ACCUMULATION, "adam": solutions.ADAM}
+    for name in NB:
+        _write(_answer(course, name, good[name]), folder / "alice" / f"{name}.ipynb")
+        _write(_released(course, name), folder / "bob" / f"{name}.ipynb")
+        _write(_answer(course, name, {"accumulation": solutions.MATERIAL_ACCUMULATION, "adam": solutions.MATERIAL_ADAM}[name]),
+               folder / "dave" / f"{name}.ipynb")  # fmt: skip
+        _write(_colab(_answer(course, name, good[name])), folder / "frank" / f"Copy of {name}.ipynb")
+    # Google Forms names uploads "<file> - <respondent>"; the newer file wins.
+    _write(_released(course, "accumulation"), folder / "accumulation - Carol Smith.ipynb", 1_700_000_000)
+    _write(
+        _answer(course, "accumulation", good["accumulation"]),
+        folder / "Copy of accumulation - Carol Smith.ipynb",
+        1_700_000_900,
+    )
+    _write(_answer(course, "adam", good["adam"]), folder / "adam - Carol Smith.ipynb", 1_700_000_500)
+    _write(_answer(course, "accumulation", solutions.ACCUMULATION_MISTAKES["no_final_partial_step"][0]),
+           folder / "erin" / "accumulation.ipynb")  # fmt: skip
+    _write(
+        _answer(course, "adam", solutions.ADAM_MISTAKES["zero_grad_allocates"][0]),
+        folder / "erin" / "adam.ipynb",
+    )
+
+    # gina: the correct solution graded, but a buggy copy of it runs after it in her kernel;
+    # the last test cell deleted; a cell flooding stdout; sys.exit(); an Adam whose eps default is 0
+    # (NaN where a gradient is exactly zero) and an endless loop at the end.
+    nb = _answer(course, "accumulation", good["accumulation"])
+    at = next(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("solution"))
+    nb.cells.insert(at + 1, nbformat.v4.new_code_cell(solutions.ACCUMULATION_MISTAKES["loss_not_scaled"][0]))
+    nb.cells.insert(at + 2, nbformat.v4.new_code_cell("for i in range(200_000):\n    print('spam', i)"))
+    nb.cells.insert(at + 3, nbformat.v4.new_code_cell("import sys\nsys.exit()"))
+    last_test = spec.ACCUMULATION.parts[-1].grade_id
+    nb.cells = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") != last_test]
+    _write(nb, folder / "gina" / "accumulation.ipynb")
+    nb = _answer(course, "adam", solutions.ADAM.replace("eps=1e-8):", "eps=0.0):"))
+    nb.cells.append(nbformat.v4.new_code_cell("while True:\n    pass"))
+    _write(nb, folder / "gina" / "adam.ipynb")
+
+    (folder / "hank").mkdir()
+    (folder / "hank" / "accumulation.ipynb").write_text('{"cells": [ {"cell_type": "code", ')
+    nb = _answer(course, "adam", good["adam"])
+    nb.cells.append(nbformat.v4.new_code_cell("import os\nos._exit(1)"))
+    _write(nb, folder / "hank" / "adam.ipynb")
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory: pytest.TempPathFactory) -> tuple[pipeline.Course, Path, str]:
+    root = tmp_path_factory.mktemp("lab") / "assignments"
+    root.mkdir()
+    shutil.copy(ROOT / "assignments" / "nbgrader_config.py", root)
+    shutil.copytree(ROOT / "assignments" / "source", root / "source")
+    course = pipeline.Course(root)
+    pipeline.release(course)  # the uploads start from the real student version
+    uploads = root.parent / "uploads"
+    uploads.mkdir()
+    _make_uploads(course, uploads)
+    out = root.parent / "grades.csv"
+    proc = subprocess.run(
+        [sys.executable, "-m", "autograder", "--course", str(root), "run", str(uploads), "--csv", str(out),
+         "--workers", "2", "--cell-timeout", "20", "--notebook-timeout", "180", "--part-timeout", "20"],
+        cwd=ROOT, capture_output=True, text=True, timeout=1200, env=pipeline._env(),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return course, out, proc.stdout + proc.stderr
+
+
+def test_csv_has_every_score(graded: tuple) -> None:
+    course, out, log = graded
+    with out.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["student_id", "accumulation", "adam", "total", "max_score"]
+    got = {r["student_id"]: (int(r["accumulation"]), int(r["adam"])) for r in rows}
+    assert got == EXPECTED, log[-3000:]
+    for r in rows:
+        assert int(r["total"]) == sum(EXPECTED[r["student_id"]]) and int(r["max_score"]) == 10
+
+
+def test_statuses_explain_what_went_wrong(graded: tuple) -> None:
+    course, _, _ = graded
+    results = pipeline.load_results(course)
+    hank, gina, frank = (
+        results["hank"]["notebooks"],
+        results["gina"]["notebooks"],
+        results["frank"]["notebooks"],
+    )
+    assert hank["accumulation"]["status"] == "invalid notebook" and "JSON" in hank["accumulation"]["notes"][0]
+    assert hank["adam"]["status"] == "notebook crashed"
+    assert any("restored from the release" in n for n in frank["adam"]["notes"])
+    assert any(spec.ACCUMULATION.parts[-1].grade_id in n for n in gina["accumulation"]["notes"])
+    assert gina["accumulation"]["parts"]["group_gradient"]["status"] == "visible test failed"
+    assert "NaN" in gina["adam"]["parts"]["first_step"]["message"]
+    dave = results["dave"]["notebooks"]["accumulation"]["parts"]
+    assert dave["schedule"]["points"] == 1 and dave["group_gradient"]["status"] == "failed"
+    assert all(p["device"] for p in results["alice"]["notebooks"]["adam"]["parts"].values())
+
+
+def test_feedback_has_hints_and_no_hidden_code(graded: tuple) -> None:
+    course, _, _ = graded
+    secret = [line.strip() for line in solutions.ACCUMULATION.splitlines() + solutions.ADAM.splitlines()
+              if len(line.strip()) > 25]  # fmt: skip
+    for student in EXPECTED:
+        text = (course.feedback / student / spec.ASSIGNMENT / "report.html").read_text()
+        assert "autograder.check" not in text and "HIDDEN TESTS" not in text
+        assert not [line for line in secret if line in text]
+    dave = (course.feedback / "dave" / spec.ASSIGNMENT / "report.html").read_text()
+    assert "Hint:" in dave and "Total: 1 / 10" in dave
+
+
+def test_gradebook_holds_the_same_scores(graded: tuple) -> None:
+    from nbgrader.api import Gradebook
+
+    course, _, _ = graded
+    with Gradebook(f"sqlite:///{course.db}", pipeline.course_id(course)) as gb:
+        for student, (acc, adam) in EXPECTED.items():
+            submission = gb.find_submission(spec.ASSIGNMENT, student)
+            assert submission.score == acc + adam, student
+
+
+def test_release_check_catches_leaks(graded: tuple) -> None:
+    course, _, _ = graded
+    assert pipeline.check_release(course) == []
+    path = course.release / "adam.ipynb"
+    original = path.read_text()
+    try:
+        path.write_text(
+            original.replace(
+                "raise NotImplementedError()",
+                "self.t += 1  # once per step, shared by every parameter; t = 1 on the first step",
+            )
+        )
+        problems = pipeline.check_release(course)
+        assert any("solution or hidden-test line" in p for p in problems)
+        assert any("not a stub" in p for p in problems)
+    finally:
+        path.write_text(original)
+
+
+def test_instructor_source_passes_nbgrader_validate(tmp_path: Path) -> None:
+    """``nbgrader validate`` on the source notebooks: the hidden cells run their checks live."""
+    for name in NB:
+        shutil.copy(ROOT / "assignments" / "source" / spec.ASSIGNMENT / f"{name}.ipynb", tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "nbgrader", "validate", *[str(tmp_path / f"{n}.ipynb") for n in NB]],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600, env=pipeline._env({"COURSE_FAST": "1"}),
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert out.count("Success! Your notebook passes all the tests.") == 2, out[-4000:]

@@ -1,0 +1,315 @@
+"""Notebook tooling for the lectures: Colab badge + setup cell stamping, checks, output stripping, execution.
+
+The repository URL lives in one place, ``tools/course.toml``. Every lecture opens with two cells generated
+from it, recognised by their cell tags:
+
+* ``colab-badge``: a Markdown cell with an "Open in Colab" badge pointing at the notebook on GitHub;
+* ``course-setup``: a code cell that installs the course package when ``course_utils`` is not importable
+  (on Colab) and does nothing otherwise.
+
+Usage (from the repository root)::
+
+    python -m tools.notebooks stamp                      # (re)write badge + setup cell in notebooks/01..07
+    python -m tools.notebooks stamp --repo https://github.com/ORG/student-edition --root build/student \\
+        build/student/notebooks/*.ipynb                  # another edition: other URL, other folder
+    python -m tools.notebooks check                      # badge/setup cell match the setting, no outputs
+    python -m tools.notebooks strip notebooks/*.ipynb    # remove outputs before committing
+    python -m tools.notebooks execute --full --html build/lectures   # run all lectures at full size -> HTML
+
+Notebooks are executed in memory; the source files are never modified by ``execute``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: no tomllib; course.toml only holds `key = "value"` lines
+    tomllib = None
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SETTINGS_FILE = Path(__file__).resolve().parent / "course.toml"
+LECTURE_GLOB = "notebooks/0[1-7]*.ipynb"
+BADGE_TAG = "colab-badge"
+SETUP_TAG = "course-setup"
+NB_VERSION = 4
+
+_GITHUB_URL = re.compile(
+    r"^https://github\.com/(?P<owner>[A-Za-z0-9_.-]+)/(?P<name>[A-Za-z0-9_.-]+?)(?:\.git)?/?$"
+)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Where the course lives: a GitHub repository URL, the branch, and the pip distribution name."""
+
+    repository: str
+    branch: str = "main"
+    distribution: str = "optimizers-course"
+
+    def __post_init__(self) -> None:
+        if not _GITHUB_URL.match(self.repository):
+            raise ValueError(
+                f"Invalid repository URL: {self.repository!r}. Colab opens notebooks from GitHub, so use the form "
+                "https://github.com/OWNER/NAME (set it in tools/course.toml or pass --repo)."
+            )
+        if not self.branch or any(c.isspace() for c in self.branch):
+            raise ValueError(f"Invalid branch name: {self.branch!r}. Pass e.g. --branch main.")
+
+    @property
+    def owner_and_name(self) -> str:
+        """``OWNER/NAME`` part of the URL."""
+        match = _GITHUB_URL.match(self.repository)
+        assert match is not None  # checked in __post_init__
+        return f"{match['owner']}/{match['name']}"
+
+
+def load_setting(path: Path = SETTINGS_FILE, repo: str | None = None, branch: str | None = None) -> Setting:
+    """Read ``tools/course.toml``; ``repo``/``branch`` override the file's values (e.g. for a student edition)."""
+    if tomllib is not None:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    else:
+        pairs = re.findall(r'^\s*(\w+)\s*=\s*"([^"]*)"', Path(path).read_text(), flags=re.M)
+        data = dict(pairs)
+    return Setting(
+        repository=repo or data["repository"],
+        branch=branch or data.get("branch", "main"),
+        distribution=data.get("distribution", "optimizers-course"),
+    )
+
+
+def badge_source(setting: Setting, path_in_repo: str) -> str:
+    """Markdown of the "Open in Colab" badge for the notebook at ``path_in_repo`` (POSIX path from the repo root)."""
+    url = f"https://colab.research.google.com/github/{setting.owner_and_name}/blob/{setting.branch}/{path_in_repo}"
+    return f'<a href="{url}" target="_parent"><img src="https://colab.research.google.com/assets/colab-badge.svg" alt="Open In Colab"/></a>'
+
+
+def setup_source(setting: Setting) -> str:
+    """Source of the setup cell: install the course package only when ``course_utils`` cannot be imported."""
+    repository = setting.repository.removesuffix("/").removesuffix(".git")
+    requirement = f"{setting.distribution} @ git+{repository}.git@{setting.branch}"
+    return (
+        "# Setup: on Colab (or wherever the course package is missing) install it; elsewhere this does nothing.\n"
+        "try:\n"
+        "    import course_utils  # noqa: F401\n"
+        "except ImportError:\n"
+        f'    %pip install --quiet "{requirement}"'
+    )
+
+
+def path_in_repo(notebook: Path, root: Path = REPO_ROOT) -> str:
+    """POSIX path of ``notebook`` relative to the repository root ``root`` (used in the badge link)."""
+    try:
+        return notebook.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        raise ValueError(f"{notebook} is not inside the repository root {root}; pass --root DIR") from None
+
+
+def _tagged(nb: nbformat.NotebookNode, tag: str) -> list[int]:
+    return [i for i, cell in enumerate(nb.cells) if tag in cell.get("metadata", {}).get("tags", [])]
+
+
+def stamp(nb: nbformat.NotebookNode, setting: Setting, nb_path_in_repo: str) -> bool:
+    """Put the badge cell first and the setup cell second (replacing old ones). Returns True if ``nb`` changed."""
+    before = nbformat.writes(nb)
+    badge = nbformat.v4.new_markdown_cell(
+        badge_source(setting, nb_path_in_repo), metadata={"tags": [BADGE_TAG]}
+    )
+    setup = nbformat.v4.new_code_cell(setup_source(setting), metadata={"tags": [SETUP_TAG]})
+    old = set(_tagged(nb, BADGE_TAG) + _tagged(nb, SETUP_TAG))
+    # Keep ids of replaced cells so that re-stamping an unchanged notebook leaves it byte-identical.
+    for new, tag in ((badge, BADGE_TAG), (setup, SETUP_TAG)):
+        idx = _tagged(nb, tag)
+        if idx and "id" in nb.cells[idx[0]]:
+            new["id"] = nb.cells[idx[0]]["id"]
+        else:
+            new["id"] = tag
+    nb.cells = [badge, setup] + [cell for i, cell in enumerate(nb.cells) if i not in old]
+    return nbformat.writes(nb) != before
+
+
+def strip_outputs(nb: nbformat.NotebookNode) -> bool:
+    """Remove outputs and execution counts from every code cell. Returns True if ``nb`` changed."""
+    changed = False
+    for cell in nb.cells:
+        if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count") is not None):
+            cell.outputs, cell.execution_count = [], None
+            changed = True
+        for key in ("execution", "collapsed", "scrolled"):  # transient metadata Jupyter adds while running
+            if key in cell.get("metadata", {}):
+                del cell.metadata[key]
+                changed = True
+    return changed
+
+
+def problems(nb: nbformat.NotebookNode, setting: Setting, nb_path_in_repo: str) -> list[str]:
+    """Everything wrong with a lecture notebook's badge, setup cell and committed outputs (empty list = fine)."""
+    found = []
+    badges, setups = _tagged(nb, BADGE_TAG), _tagged(nb, SETUP_TAG)
+    if badges != [0]:
+        found.append(f"the first cell must be the only cell tagged {BADGE_TAG!r} (found at {badges})")
+    elif nb.cells[0].source != badge_source(setting, nb_path_in_repo):
+        found.append(f"badge does not point at {setting.repository} ({setting.branch}) /{nb_path_in_repo}")
+    if setups != [1]:
+        found.append(f"the second cell must be the only cell tagged {SETUP_TAG!r} (found at {setups})")
+    elif nb.cells[1].source != setup_source(setting):
+        found.append(f"setup cell does not install from {setting.repository}@{setting.branch}")
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count") is not None):
+            found.append(f"cell {i} has committed outputs; run `python -m tools.notebooks strip`")
+    if nb.metadata.get("kernelspec", {}).get("name") != "python3":
+        found.append("kernelspec must be python3")
+    return found
+
+
+@dataclass
+class Executed:
+    """Result of executing one notebook."""
+
+    path: Path
+    seconds: float
+    error: str | None
+    html: Path | None
+
+
+def kernel_env(fast: bool) -> dict[str, str]:
+    """Environment for the kernel: fast/full mode switch and the repository on PYTHONPATH."""
+    env = dict(os.environ)
+    if fast:
+        env["COURSE_FAST"] = "1"
+    else:
+        env.pop("COURSE_FAST", None)
+        env.pop("NBGRADER_EXECUTION", None)  # nbgrader's variable also switches fast mode on
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+    env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # silences a harmless debugger warning per kernel
+    return env
+
+
+def execute(path: Path, fast: bool = True, timeout: int = 900, html_dir: Path | None = None) -> Executed:
+    """Execute a notebook top to bottom in its own folder (in memory; the file is not modified).
+
+    ``timeout`` is per cell, in seconds. With ``html_dir`` the executed notebook (plots included) is written
+    there as ``NAME.html``, also when a cell failed, so the error can be read in context.
+    """
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    nb = nbformat.read(path, as_version=NB_VERSION)
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent.resolve())}},
+    )
+    start, error = time.perf_counter(), None
+    try:
+        client.execute(env=kernel_env(fast))
+    except CellExecutionError as exc:
+        error = str(exc)
+    seconds = time.perf_counter() - start
+    html = None
+    if html_dir is not None:
+        from nbconvert import HTMLExporter
+
+        html_dir.mkdir(parents=True, exist_ok=True)
+        body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
+        html = html_dir / f"{path.stem}.html"
+        html.write_text(body, encoding="utf-8")
+    return Executed(path, seconds, error, html)
+
+
+def _targets(paths: list[str], root: Path) -> list[Path]:
+    if not paths:
+        return sorted(root.glob(LECTURE_GLOB))
+    out = []
+    for p in map(Path, paths):
+        out.extend(sorted(p.glob("*.ipynb")) if p.is_dir() else [p])
+    missing = [str(p) for p in out if not p.is_file()]
+    if missing:
+        raise SystemExit(f"error: no such notebook: {', '.join(missing)}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; see the module docstring."""
+    parser = argparse.ArgumentParser(prog="python -m tools.notebooks", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_ in (
+        ("stamp", "write the Colab badge and setup cell into notebooks"),
+        ("check", "verify badge, setup cell, no outputs; exit 1 on problems"),
+    ):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--repo", help="GitHub URL overriding tools/course.toml (e.g. a student edition)")
+        p.add_argument("--branch", help="branch overriding tools/course.toml")
+        p.add_argument(
+            "--root", type=Path, default=REPO_ROOT, help="repository root the badge paths are relative to"
+        )
+        p.add_argument("notebooks", nargs="*", help=f"notebooks or folders (default: {LECTURE_GLOB})")
+    p = sub.add_parser("strip", help="remove outputs and execution counts")
+    p.add_argument("notebooks", nargs="*", help=f"notebooks or folders (default: {LECTURE_GLOB})")
+    p = sub.add_parser("execute", help="run notebooks top to bottom (in memory), optionally export HTML")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--full", action="store_true", help="full size (unset COURSE_FAST)")
+    mode.add_argument("--fast", action="store_true", help="fast mode (COURSE_FAST=1, the default)")
+    p.add_argument("--html", type=Path, help="folder for NAME.html exports")
+    p.add_argument("--timeout", type=int, default=900, help="per-cell timeout in seconds (default 900)")
+    p.add_argument("notebooks", nargs="*", help=f"notebooks or folders (default: {LECTURE_GLOB})")
+    args = parser.parse_args(argv)
+
+    root = getattr(args, "root", REPO_ROOT)
+    targets = _targets(args.notebooks, root)
+    if args.command in ("stamp", "check"):
+        try:
+            setting = load_setting(repo=args.repo, branch=args.branch)
+            rel = {path: path_in_repo(path, root) for path in targets}
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        bad = 0
+        for path in targets:
+            nb = nbformat.read(path, as_version=NB_VERSION)
+            if args.command == "stamp":
+                if stamp(nb, setting, rel[path]):
+                    nbformat.write(nb, path)
+                    print(f"stamped {path}")
+            else:
+                for problem in problems(nb, setting, rel[path]):
+                    print(f"{path}: {problem}")
+                    bad += 1
+        return 1 if bad else 0
+    if args.command == "strip":
+        for path in targets:
+            nb = nbformat.read(path, as_version=NB_VERSION)
+            if strip_outputs(nb):
+                nbformat.write(nb, path)
+                print(f"stripped {path}")
+        return 0
+    # execute
+    results, total = [], time.perf_counter()
+    for path in targets:
+        result = execute(path, fast=not args.full, timeout=args.timeout, html_dir=args.html)
+        status = "ok" if result.error is None else "FAILED"
+        print(
+            f"{status:6} {result.seconds:7.1f} s  {path}" + (f" -> {result.html}" if result.html else ""),
+            flush=True,
+        )
+        if result.error:
+            print(result.error, file=sys.stderr)
+        results.append(result)
+    mode_name = "full size" if args.full else "fast mode"
+    print(f"{len(results)} notebooks ({mode_name}) in {time.perf_counter() - total:.1f} s")
+    return 1 if any(r.error for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
