@@ -93,6 +93,7 @@ def run() -> str:
     repeats = int(os.environ.get("BENCH_LECTURE_REPEATS", "1"))
     fast_per_image = seconds_per_image("fast")
     classic_per_image = seconds_per_image("classic")
+    load_before = os.getloadavg()[0]
     runs = []
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:
@@ -114,7 +115,9 @@ def run() -> str:
             f"All seven lecture notebooks executed top to bottom at full size on the CPU, {threads} torch threads "
             f"({os.cpu_count()} cores); lecture times are {'the median of ' + str(repeats) + ' runs' if repeats > 1 else 'one run'} "
             "(`BENCH_LECTURE_REPEATS`), per-image pipeline costs the median of 3. "
-            "*Classic* is estimated: measured time + images trained on x (classic - fast) cost per image.",
+            "*Classic* is estimated: measured time + images trained on x (classic - fast) cost per image. "
+            f"1-minute load average before/after: {load_before:.1f}/{os.getloadavg()[0]:.1f} (other processes on "
+            "the machine slow the measured times down).",
             "",
             "| pipeline | cost per training image (data preparation) |",
             "|---|---|",
