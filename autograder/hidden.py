@@ -224,7 +224,9 @@ def _run_parts(keys: list[str], request: dict, results: dict, seed: int, device:
             elif event.get("event") == "done" and event.get("part") in remaining:
                 key = event["part"]
                 name, part = key.split(":", 1)
-                results[name, part] = _judge(spec.notebook(name), part, _load(event.get("data")), seed, device, label)
+                results[name, part] = _judge(
+                    spec.notebook(name), part, _load(event.get("data")), seed, device, label
+                )
                 remaining.remove(key)
                 started = None
         if not remaining:

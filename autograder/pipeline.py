@@ -371,59 +371,67 @@ def grade_student(root: str, student: str, options: Options, threads: int) -> di
     """Grade one student's notebooks (runs in a worker process)."""
     import nbformat
 
-    from autograder.hidden import run_checks
+    from autograder.hidden import run_many
     from autograder.repair import InvalidNotebook, load_notebook, repair, solution_source
 
     course = Course(Path(root))
-    notebooks = {}
+    notebooks: dict[str, dict] = {}
+    ready: dict[str, tuple] = {}  # notebook -> (repaired notebook, notes)
+    for name, nb in spec.NOTEBOOKS.items():
+        path = course.submitted / student / ASSIGNMENT / f"{name}.ipynb"
+        if not path.exists():
+            notebooks[name] = _notebook_result(nb, "not submitted", [f"{name}.ipynb was not submitted"])
+            continue
+        try:
+            submitted = load_notebook(path)
+        except InvalidNotebook as exc:
+            notebooks[name] = _notebook_result(nb, "invalid notebook", [str(exc)])
+            continue
+        ready[name] = repair(submitted, nbformat.read(course.release / f"{name}.ipynb", as_version=4), nb)
+
     with tempfile.TemporaryDirectory(prefix=f"autograde-{slug(student)}-") as work:
         work = Path(work)
-        for name, nb in spec.NOTEBOOKS.items():
-            start = time.monotonic()
-            path = course.submitted / student / ASSIGNMENT / f"{name}.ipynb"
-            if not path.exists():
-                notebooks[name] = _notebook_result(nb, "not submitted", [f"{name}.ipynb was not submitted"])
-                continue
-            try:
-                submitted = load_notebook(path)
-            except InvalidNotebook as exc:
-                notebooks[name] = _notebook_result(nb, "invalid notebook", [str(exc)])
-                continue
-            release_nb = nbformat.read(course.release / f"{name}.ipynb", as_version=4)
-            repaired, notes = repair(submitted, release_nb, nb)
-            verdict_file = work / f"{name}-verdicts.json"
-            verdicts: dict[str, dict] = {}
+        verdicts: dict[str, dict[str, dict]] = {name: {} for name in ready}
+        lock = threading.Lock()
 
-            def publish(
-                part: str, verdict: dict, name: str = name, store: dict = verdicts, path: Path = verdict_file
-            ) -> None:
-                store[part] = verdict  # the kernel's hidden cells wait for their part to appear here
+        def publish(name: str, part: str, verdict: dict) -> None:
+            with lock:  # the kernel's hidden cells wait for their part to appear in this file
+                verdicts[name][part] = verdict
+                path = work / f"{name}-verdicts.json"
                 tmp = path.with_suffix(".tmp")
-                tmp.write_text(json.dumps({name: store}))
+                tmp.write_text(json.dumps({name: verdicts[name]}))
                 tmp.replace(path)
 
-            # The hidden checks run while nbgrader starts the kernel and runs the notebook.
-            checks = threading.Thread(target=run_checks, args=(name, solution_source(repaired, nb)), kwargs=dict(
-                device=options.device, seed=secrets.randbelow(2**31), part_timeout=options.part_timeout,
-                protected=[course.root, work], threads=threads, on_verdict=publish), daemon=True)  # fmt: skip
+        # One sandbox checks both solution cells while nbgrader runs the notebooks.
+        sources = {name: solution_source(fixed, spec.notebook(name)) for name, (fixed, _) in ready.items()}
+        checks = threading.Thread(
+            target=run_many, args=(sources,), daemon=True,
+            kwargs=dict(device=options.device, seed=secrets.randbelow(2**31), part_timeout=options.part_timeout,
+                        protected=[course.root, work], threads=threads, on_verdict=publish),
+        )  # fmt: skip
+        if ready:
             checks.start()
+        for name, (fixed, notes) in ready.items():
+            start = time.monotonic()
             result = _run_nbgrader(
-                course, student, name, repaired, verdicts, verdict_file, checks, options, threads
+                course, student, name, fixed, verdicts[name], work, checks, options, threads
             )
             result["notes"] = notes + result["notes"]
             result["seconds"] = round(time.monotonic() - start, 2)
             notebooks[name] = result
+    notebooks = {name: notebooks[name] for name in spec.NOTEBOOKS}
     score = sum(r["score"] for r in notebooks.values())
     return {"student_id": student, "notebooks": notebooks, "score": score, "max_score": spec.MAX_SCORE}
 
 
-def _run_nbgrader(course: Course, student: str, name: str, repaired, verdicts: dict, verdict_file: Path,  # noqa: ANN001
+def _run_nbgrader(course: Course, student: str, name: str, repaired, verdicts: dict, work: Path,  # noqa: ANN001
                   checks: threading.Thread, options: Options, threads: int) -> dict:  # fmt: skip
     """Autograde one repaired notebook in a private copy of the course; reconcile with the verdicts."""
     import nbformat
 
     nb = spec.notebook(name)
-    iso = verdict_file.parent / name
+    verdict_file = work / f"{name}-verdicts.json"
+    iso = work / name
     (iso / "submitted" / student / ASSIGNMENT).mkdir(parents=True)
     shutil.copy(course.root / "nbgrader_config.py", iso / "nbgrader_config.py")
     shutil.copy(course.db, iso / "gradebook.db")
@@ -447,6 +455,9 @@ def _run_nbgrader(course: Course, student: str, name: str, repaired, verdicts: d
     )  # fmt: skip
     checks.join()  # bounded: every part has its own time limit
     graded = iso / "autograded" / student / ASSIGNMENT / f"{name}.ipynb"
+    (course.autograded / student / ASSIGNMENT / graded.name).unlink(
+        missing_ok=True
+    )  # no stale copy from a past run
     cell_scores, errors = {}, {}
     status, notes = "graded", []
     if code == -9:
@@ -478,7 +489,7 @@ def _run_nbgrader(course: Course, student: str, name: str, repaired, verdicts: d
             message = errors.get(part.grade_id) or "the test cell did not pass"
         total += points
         parts[part.name] = {"title": part.title, "points": points, "max_points": part.points, "status": part_status,
-                            "message": message, "hint": v["hint"] if points < part.points else "",
+                            "message": message, "hint": part.hint if points < part.points else "",
                             "device": v["device"]}  # fmt: skip
     return {"status": status, "notes": notes, "score": total, "max_score": nb.max_score, "parts": parts}
 

@@ -168,6 +168,14 @@ def repair(
         )
     if dropped:
         notes.append(f"{dropped} extra copy(ies) of graded cells were ignored for grading")
+    others = [
+        c for c in out if c["cell_type"] == "code" and not _grade_id(c) and defines(c["source"], nb.symbol)
+    ]
+    if others:
+        notes.append(
+            f"{len(others)} other cell(s) also define {nb.symbol}: the hidden checks used the solution cell, "
+            "the notebook's own tests whichever definition ran last"
+        )
     seen: set[str] = set()
     for cell in out:  # nbformat needs unique cell ids
         if not isinstance(cell.get("id"), str) or cell["id"] in seen:

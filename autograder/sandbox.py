@@ -28,6 +28,7 @@ import os
 import sys
 import traceback
 
+
 def _under(path: str, roots: list[str]) -> bool:
     return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
 
@@ -198,7 +199,10 @@ def main() -> None:
     for name, job in jobs.items():
         filename = f"<{name} solution cell>"
         linecache.cache[filename] = (len(job["source"]), None, job["source"].splitlines(True), filename)
-        compiled[name] = (compile(job["prelude"], "<prelude>", "exec"), compile(job["source"], filename, "exec"))
+        compiled[name] = (
+            compile(job["prelude"], "<prelude>", "exec"),
+            compile(job["source"], filename, "exec"),
+        )
 
     drivers = {
         "accumulation": lambda part, fn: [

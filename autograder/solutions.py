@@ -205,12 +205,11 @@ ADAM_MISTAKES: dict[str, tuple[str, set[str]]] = {
         {"first_step", "many_steps", "generator", "zero_grad", "device_state"},
     ),
     "reads_grader_files": (
-        "import pathlib\n"
+        "import os\n"
         "import runpy\n"
-        "try:\n"
-        "    _hits = list(pathlib.Path(torch.__file__).parents[5].glob('*/solutions.py'))\n"
-        "    _hits += list(pathlib.Path('/').glob('*/*/autograder/solutions.py'))\n"
-        "    Adam = runpy.run_path(str(_hits[0]))['ADAM']\n"
+        "try:  # the grader's own answers, found through the import path\n"
+        "    _root = os.environ['PYTHONPATH'].split(os.pathsep)[0]\n"
+        "    Adam = runpy.run_path(os.path.join(_root, 'autograder', 'solutions.py'))['ADAM']\n"
         "except Exception:\n"
         "    pass\n" + ADAM,
         {"first_step", "many_steps", "generator", "zero_grad", "device_state"},

@@ -296,3 +296,15 @@ def test_check_command_grades_one_file(tmp_path: Path, capsys) -> None:
     assert {p: v["passed"] for p, v in verdicts.items()} == {
         p.name: p.name != "zero_grad" for p in spec.ADAM.parts
     }
+
+
+def test_one_sandbox_for_both_notebooks_keeps_their_verdicts_apart() -> None:
+    snooping = "import os\n_ = os.listdir(os.environ['PYTHONPATH'].split(os.pathsep)[0])\n"
+    verdicts = hidden.run_many(
+        {
+            "accumulation": snooping + solutions.ACCUMULATION,
+            "adam": solutions.ADAM_MISTAKES["generator_consumed_twice"][0],
+        }
+    )
+    assert {v["status"] for v in verdicts["accumulation"].values()} == {"disallowed"}
+    assert {p for p, v in verdicts["adam"].items() if not v["passed"]} == {"generator"}

@@ -161,6 +161,7 @@ def test_statuses_explain_what_went_wrong(graded: tuple) -> None:
     assert hank["adam"]["status"] == "notebook crashed"
     assert any("restored from the release" in n for n in frank["adam"]["notes"])
     assert any(spec.ACCUMULATION.parts[-1].grade_id in n for n in gina["accumulation"]["notes"])
+    assert any("also define train_epoch" in n for n in gina["accumulation"]["notes"])
     assert gina["accumulation"]["parts"]["group_gradient"]["status"] == "visible test failed"
     assert "NaN" in gina["adam"]["parts"]["first_step"]["message"]
     dave = results["dave"]["notebooks"]["accumulation"]["parts"]
