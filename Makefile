@@ -8,13 +8,14 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: setup data chromium lab test bench lectures student-edition lint clean help
+.PHONY: setup data chromium lab test bench lectures release grade student-edition lint clean help
 
 help:
 	@echo "make lab       set up (first time only) and open the lectures in JupyterLab"
 	@echo "make test      set up (first time only) and run the whole test suite"
 	@echo "make bench     run the benchmarks, write benchmarks/RESULTS.md"
 	@echo "make lectures  execute every lecture at full size, HTML with plots in build/lectures"
+	@echo "make release   (instructors) release the lab; make grade SUBMISSIONS=DIR grades a folder of uploads"
 	@echo "make student-edition STUDENT_REPO=URL [SOLUTIONS=1]"
 	@echo "               build/student-edition(.zip): what students get, without solutions or hidden tests"
 	@echo "make lint      ruff check + format check"
@@ -49,6 +50,14 @@ bench: setup
 
 lectures: setup
 	$(PY) -m tools.notebooks execute --full --html build/lectures
+
+# Instructors: release the lab, and grade a folder of downloaded submissions.
+release: setup
+	$(PY) -m autograder release
+
+SUBMISSIONS ?= submissions
+grade: setup
+	$(PY) -m autograder run $(SUBMISSIONS) --csv grades.csv
 
 # The public repository students open notebooks from (Colab badges, setup cells).
 STUDENT_REPO ?= https://github.com/optimizers-course/optimizers-in-pytorch-student

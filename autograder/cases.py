@@ -76,6 +76,7 @@ def adam_grads(seed: int, steps: int, device: torch.device, dtype: torch.dtype =
         for s in PARAM_SHAPES:
             grad = torch.randn(s, generator=g) * scale
             grad[torch.rand(s, generator=g) < 0.1] = 0.0
+            grad.view(-1)[t % grad.numel()] = 0.0  # at least one exact zero in every tensor
             step.append(grad.to(device=device, dtype=dtype))
         out.append(step)
     return out
@@ -165,13 +166,20 @@ def _snapshot(params) -> list[torch.Tensor]:  # noqa: ANN001
     return [p.detach().to("cpu", copy=True) for p in params]
 
 
+def _feed(opt, params: list[torch.Tensor], grads: list[list[torch.Tensor]]) -> list[list[torch.Tensor]]:  # noqa: ANN001
+    """Give ``opt`` each step's gradients (no zero_grad) and record the parameters after every step."""
+    trajectory = []
+    for step in grads:
+        for p, g in zip(params, step):
+            p.grad = g.clone()
+        opt.step()
+        trajectory.append(_snapshot(params))
+    return trajectory
+
+
 def run_first_step(adam_cls, seed: int, device: torch.device) -> dict:  # noqa: ANN001
     params = adam_params(seed, device)
-    opt = adam_cls(params, lr=0.01)
-    for p, g in zip(params, adam_grads(seed, 1, device)[0]):
-        p.grad = g.clone()
-    opt.step()
-    return {"params": _snapshot(params)}
+    return {"params": _feed(adam_cls(params, lr=0.01), params, adam_grads(seed, 1, device))[0]}
 
 
 def run_many_steps(adam_cls, seed: int, device: torch.device) -> dict:  # noqa: ANN001
@@ -179,14 +187,7 @@ def run_many_steps(adam_cls, seed: int, device: torch.device) -> dict:  # noqa: 
     for i, hparams in enumerate(ADAM_SETTINGS):
         params = adam_params(seed + i, device)
         grads = adam_grads(seed + i, ADAM_STEPS, device)
-        opt = adam_cls(params, **hparams)
-        trajectory = []
-        for t in range(ADAM_STEPS):
-            for p, g in zip(params, grads[t]):
-                p.grad = g.clone()
-            opt.step()
-            trajectory.append(_snapshot(params))
-        trajectories.append(trajectory)
+        trajectories.append(_feed(adam_cls(params, **hparams), params, grads))
     return {"trajectories": trajectories}
 
 
@@ -281,12 +282,7 @@ def run_device_state(adam_cls, seed: int, device: torch.device, steps: int = 10)
     params = adam_params(seed, device, torch.float64)
     grads = adam_grads(seed, steps, device, torch.float64)
     opt = adam_cls(params, lr=0.01, betas=(0.9, 0.99))
-    trajectory = []
-    for t in range(steps):
-        for p, g in zip(params, grads[t]):
-            p.grad = g.clone()
-        opt.step()
-        trajectory.append(_snapshot(params))
+    trajectory = _feed(opt, params, grads)
     out = {"trajectory": trajectory, "misplaced": misplaced_state(opt, params), "meta_misplaced": []}
     if device.type == "cpu":
         meta = [torch.empty(s, device="meta").requires_grad_() for s in PARAM_SHAPES]

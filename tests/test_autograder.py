@@ -90,22 +90,22 @@ def mistake_verdicts() -> dict:
 def test_each_mistake_fails_exactly_the_parts_it_breaks(
     notebook: str, mistake: str, mistake_verdicts: dict
 ) -> None:
-    _, broken = _table(notebook)[mistake]
+    _, broken, *maybe = _table(notebook)[mistake]
     verdicts = mistake_verdicts[notebook, mistake]
     failed = {p for p, v in verdicts.items() if not v["passed"]}
-    assert failed == broken, {p: v["message"] for p, v in verdicts.items()}
+    assert broken <= failed <= broken | set(*maybe), {p: v["message"] for p, v in verdicts.items()}
     for part in failed:
         assert verdicts[part]["message"] and verdicts[part]["hint"] == spec.notebook(notebook).part(part).hint
 
 
 def test_cheats_are_caught_at_run_time_not_only_by_the_static_rules() -> None:
     # getattr(torch, "op" + "tim") passes the static rules; the tripwire stops it.
-    source, _ = solutions.ADAM_MISTAKES["optim_by_getattr"]
+    source = solutions.ADAM_MISTAKES["optim_by_getattr"][0]
     assert hidden.static_problems(source, "adam") == []
     verdict = hidden.run_checks("adam", source, parts=["first_step"])["first_step"]
     assert verdict["status"] == "disallowed" and "torch.optim.Adam" in verdict["message"]
     # Reading the grader's files is refused by the audit hook, even when the exception is swallowed.
-    source, _ = solutions.ADAM_MISTAKES["reads_grader_files"]
+    source = solutions.ADAM_MISTAKES["reads_grader_files"][0]
     assert hidden.static_problems(source, "adam") == []
     verdict = hidden.run_checks("adam", source, parts=["zero_grad"])["zero_grad"]
     assert verdict["status"] == "disallowed" and "not allowed while grading" in verdict["message"]
