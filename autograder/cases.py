@@ -295,3 +295,12 @@ def run_device_state(adam_cls, seed: int, device: torch.device, steps: int = 10)
             pass
         out["meta_misplaced"] = misplaced_state(opt, meta)
     return out
+
+
+ADAM_DRIVERS = {
+    "first_step": run_first_step,
+    "many_steps": run_many_steps,
+    "generator": run_generator,
+    "zero_grad": run_zero_grad,
+    "device_state": run_device_state,
+}

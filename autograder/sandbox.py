@@ -1,21 +1,18 @@
-"""The child process that runs a student's solution cell for the hidden checks.
+"""The hidden-check runner. It runs inside the jail, never on the grader's side.
 
-``python -m autograder.sandbox`` reads one JSON request on stdin and answers one JSON line
-per event on its original stdout. It never sees an expected value: it only runs the
-student's code on inputs drawn from the grade-time seed and reports what that code did.
-The grader (:mod:`autograder.hidden`) builds the same inputs, runs the reference in its
-own clean process and compares. So patching ``torch.testing.assert_close``,
-``torch.allclose`` or ``torch.optim`` in the solution changes nothing that is judged.
+:mod:`autograder.checks` sends this file's source and :mod:`autograder.cases`'s over
+stdin (the jail holds no grader file), with one request: the solution cells, the parts
+to run, the seed and the device. For each part it runs the student's code on inputs
+drawn from the seed and answers one JSON line: what the code did, as plain tensors and
+numbers. It never holds an expected value; the grader compares outside the jail.
 
-Before the student's code runs, this process
-
-* sends the student's prints to /dev/null (the result channel is a private copy of stdout);
-* replaces ``torch.optim.Adam`` and its functional and fused kernels with tripwires
-  (Adam notebook), so a class that wraps them fails loudly;
-* installs an audit hook (it cannot be removed) that refuses to open or list files of the
-  course, the grader or the submissions, to start processes, to use sockets, to send
-  signals and to re-execute ``torch.optim`` or grader modules. Every
-  refusal is reported with the results, and a part with a refusal fails.
+Before the Adam notebook's parts, every way into torch's own Adam is turned into a
+tripwire, judged by what runs and not by how the source spells it: the classes and
+functions of ``torch.optim.adam``/``adamw`` (whatever name or module they are reached
+through, their code objects are replaced) and the ``_fused_adam*`` and ``_foreach_*``
+kernels (their CPU, CUDA and meta implementations are replaced in the dispatcher, so
+``torch.ops.aten``, ``torch._C`` and ``getattr`` spellings all land on them). A subclass
+of ``torch.optim.Optimizer`` that does its own maths never touches them.
 """
 
 from __future__ import annotations
@@ -28,111 +25,72 @@ import os
 import sys
 import traceback
 
-
-def _under(path: str, roots: list[str]) -> bool:
-    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
-
-
-def _metadata(path: str) -> bool:
-    """Package metadata (entry points), which torch itself reads lazily."""
-    return any(part.endswith((".egg-info", ".dist-info")) for part in path.split(os.sep))
+TRIP_MESSAGE = (
+    "torch's own Adam ({}) is not allowed in the lab's Adam: write the update with ordinary tensor operations"
+)
 
 
-def _install_audit_hook(protected: list[str], allowed: list[str], current: list[list[str]]) -> list[bool]:
-    """Arm-able audit hook; refusals are appended to ``current[0]`` (the running notebook's list)."""
-    armed = [False]
-    forbidden_events = {
-        "subprocess.Popen": "starting a process",
-        "os.system": "starting a process",
-        "os.exec": "starting a process",
-        "os.posix_spawn": "starting a process",
-        "os.spawn": "starting a process",
-        "os.fork": "forking",
-        "os.forkpty": "forking",
-        "pty.spawn": "starting a process",
-        "socket.connect": "network access",
-        "socket.bind": "network access",
-        "os.kill": "sending a signal",
-        "os.killpg": "sending a signal",
-        "signal.pthread_kill": "sending a signal",
-    }
-
-    def deny(what: str) -> None:
-        msg = f"not allowed while grading: {what}"
-        violations = current[0]
-        if len(violations) < 20 and msg not in violations:
-            violations.append(msg)
-        raise PermissionError(msg)
-
-    def real(path: object) -> str | None:
-        if isinstance(path, int):
-            return None
-        try:
-            return os.path.realpath(os.fsdecode(path))
-        except Exception:
-            return None
-
-    def hook(event: str, args: tuple) -> None:
-        if not armed[0]:
-            return
-        if event == "open":
-            path = real(args[0]) if args else None
-            if path and _under(path, protected) and not _under(path, allowed) and not _metadata(path):
-                deny(f"opening {path}")
-        elif event in ("os.listdir", "os.scandir"):
-            path = real(args[0] if args and args[0] is not None else ".")
-            if path and _under(path, protected) and not _under(path, allowed):
-                deny(f"listing {path}")
-        elif event in forbidden_events:
-            deny(f"{forbidden_events[event]} ({event})")
-        elif event == "exec":
-            filename = getattr(args[0], "co_filename", "") if args else ""
-            path = real(filename) or ""
-            if f"{os.sep}torch{os.sep}optim{os.sep}" in path or (
-                _under(path, protected) and not _under(path, allowed)
-            ):
-                deny(f"re-executing {filename}")
-        elif event == "import" and args and str(args[0]).split(".")[0] == "autograder":
-            deny("importing the autograder")
-
-    sys.addaudithook(hook)
-    return armed
+def _trip_code(name: str):  # noqa: ANN202 - a code object with no globals or free variables
+    source = (
+        "def trip(*args, **kwargs):\n"
+        "    import sys\n"
+        f"    sys.autograder_tripped = getattr(sys, 'autograder_tripped', []) + [{name!r}]\n"
+        f"    raise RuntimeError({TRIP_MESSAGE.format(name)!r})\n"
+    )
+    namespace: dict = {}
+    exec(compile(source, "<tripwire>", "exec"), namespace)
+    return namespace["trip"]
 
 
-def _install_tripwires(torch, tripped: list[str]) -> None:  # noqa: ANN001
-    """Make torch.optim's Adam (class, functional and fused kernels) raise when the student's class uses it."""
+def install_tripwires(torch) -> None:  # noqa: ANN001
+    """Make every road into torch's Adam raise (and be recorded in ``sys.autograder_tripped``)."""
     import torch.optim._functional as functional
     import torch.optim.adam as adam_module
     import torch.optim.adamw as adamw_module
 
-    def tripwire(name: str):  # noqa: ANN202
-        def trip(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-            if len(tripped) < 10_000:
-                tripped.append(name)
-            raise RuntimeError(f"{name} is not allowed in the lab's Adam: implement the update yourself")
+    for module in (adam_module, adamw_module):
+        for name, value in list(vars(module).items()):
+            owners = [value] if isinstance(value, type) and value.__module__ == module.__name__ else []
+            for owner in owners:  # Adam, AdamW: every method they define
+                for attr, member in list(vars(owner).items()):
+                    if callable(member) and not attr.startswith("__class"):
+                        _disarm(owner, attr, member, f"{owner.__name__}.{attr}")
+            if callable(value) and getattr(value, "__module__", "") == module.__name__ and not owners:
+                _disarm(module, name, value, f"{module.__name__}.{name}")
+    for name in ("adam", "adamw"):
+        if hasattr(functional, name):
+            setattr(functional, name, _trip_code(f"torch.optim._functional.{name}"))
+    library = torch.library.Library("aten", "IMPL")  # noqa: F841 - kept alive by the module below
+    kernel = _trip_code("a fused or _foreach_ kernel")
+    keys = ["CPU", "Meta"] + (["CUDA"] if torch.cuda.is_available() else [])
+    for op in torch._C._dispatch_get_all_op_names():
+        if op.startswith(("aten::_fused_adam", "aten::_foreach_")):
+            for key in keys:
+                try:
+                    library.impl(op.split("::", 1)[1], kernel, key)
+                except Exception:  # an overload without a kernel for this key
+                    pass
+    sys.modules["torch"].__dict__.setdefault("_autograder_tripwires", []).append(library)
 
-        return trip
 
-    targets = [
-        (torch.optim, "Adam"),
-        (torch.optim, "AdamW"),
-        (adam_module, "Adam"),
-        (adam_module, "adam"),
-        (adam_module, "_single_tensor_adam"),
-        (adam_module, "_multi_tensor_adam"),
-        (adam_module, "_fused_adam"),
-        (adamw_module, "AdamW"),
-        (functional, "adam"),
-        (torch, "_fused_adam_"),
-        (torch, "_fused_adamw_"),
-    ]
-    for module, name in targets:
-        if hasattr(module, name):
-            setattr(module, name, tripwire(f"{getattr(module, '__name__', 'torch')}.{name}"))
+def _disarm(owner, attr: str, member, label: str) -> None:  # noqa: ANN001
+    trip = _trip_code(label)
+    function = getattr(member, "__func__", member)
+    code = getattr(function, "__code__", None)
+    if code is not None and not code.co_freevars:
+        function.__code__ = trip.__code__  # every reference to this function now trips
+    try:
+        setattr(owner, attr, trip)
+    except (AttributeError, TypeError):
+        pass
+
+
+def tripped() -> list[str]:
+    return list(getattr(sys, "autograder_tripped", []))
 
 
 def _describe(exc: BaseException, filename: str) -> str:
-    """The exception and the solution-cell lines it went through (no grader frames)."""
+    """The exception and the solution-cell lines it went through (no harness frames)."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename]
     lines = [f"  line {f.lineno}, in {f.name}: {(f.line or '').strip()}" for f in frames[-4:]]
     text = f"{type(exc).__name__}: {exc}"[:600]
@@ -140,34 +98,14 @@ def _describe(exc: BaseException, filename: str) -> str:
 
 
 def _warm_up(torch, cases, device) -> None:  # noqa: ANN001
-    """Load every library the checks use (CUDA, cuBLAS, autograd, meta tensors) before the hook is armed."""
+    """Load what the checks use (CUDA, autograd, meta tensors) before any student code runs."""
     model = cases.tiny_model(0, device)
     ((x, y),) = cases.batches(0, 1)
     torch.nn.functional.cross_entropy(model(x.to(device)), y.to(device)).backward()
-    for dtype in (torch.float32, torch.float64):
-        t = torch.ones(3, device=device, dtype=dtype)
-        t.mul_(0.9).add_(t, alpha=0.1).addcmul_(t, t, value=0.1).div(2).sqrt().add(1e-8).sub_(t).zero_()
     torch.zeros(2).to("meta").add_(1).sqrt()
 
 
-def _limit_memory(device: str) -> None:
-    """Cap the address space on CPU-only runs (CUDA reserves huge virtual ranges), so a runaway
-    allocation fails as a MemoryError in the student's part instead of exhausting the machine."""
-    if device != "cpu":
-        return
-    try:
-        import resource
-
-        limit = 8 * 2**30
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    except (ImportError, ValueError, OSError):
-        pass
-
-
-def main() -> None:
-    request = json.loads(sys.stdin.read())
-    sys.stdin.close()
-    _limit_memory(request["device"])
+def main(request: dict, cases) -> None:  # noqa: ANN001 - the harness module, sent with the request
     out = os.fdopen(os.dup(1), "w", buffering=1)  # the result channel, before stdout goes away
     null = os.open(os.devnull, os.O_WRONLY)
     os.dup2(null, 1)
@@ -178,104 +116,56 @@ def main() -> None:
         out.write(json.dumps(message) + "\n")
         out.flush()
 
-    import math  # noqa: F401 - preloaded: the solution may import them after the audit hook is armed
-
-    import numpy  # noqa: F401
     import torch
-    import torch.nn.functional  # noqa: F401
-    import tqdm  # noqa: F401
-    import tqdm.auto  # noqa: F401
 
-    from autograder import cases
-
-    torch.set_num_threads(max(1, int(request.get("threads", 1))))
     device = torch.device(request["device"])
     _warm_up(torch, cases, device)
     save = torch.save
-
     seed = int(request["seed"])
-    jobs = request["jobs"]  # {notebook: {"symbol", "prelude", "source"}}
-    compiled = {}
-    for name, job in jobs.items():
-        filename = f"<{name} solution cell>"
-        linecache.cache[filename] = (len(job["source"]), None, job["source"].splitlines(True), filename)
-        compiled[name] = (
-            compile(job["prelude"], "<prelude>", "exec"),
-            compile(job["source"], filename, "exec"),
-        )
-
     drivers = {
         "accumulation": lambda part, fn: [
             cases.run_train_epoch(fn, seed + 101 * i, n, k, device)
             for i, (n, k) in enumerate(cases.ACCUMULATION_CASES[part])
         ],
-        "adam": lambda part, fn: {
-            "first_step": cases.run_first_step,
-            "many_steps": cases.run_many_steps,
-            "generator": cases.run_generator,
-            "zero_grad": cases.run_zero_grad,
-            "device_state": cases.run_device_state,
-        }[part](fn, seed, device),
+        "adam": lambda part, fn: cases.ADAM_DRIVERS[part](fn, seed, device),
     }
-
-    # One notebook's refusals and tripwires must not count against another's parts.
-    violations: dict[str, list[str]] = {name: [] for name in jobs}
-    tripped: list[str] = []
-    current: list[list[str]] = [[]]
-    allowed = [os.path.realpath(p) for p in {sys.prefix, sys.base_prefix, sys.exec_prefix}]
-    allowed += [os.path.realpath(p) for p in request.get("allowed", [])]
-    protected = [os.path.realpath(p) for p in request.get("protected", [])]
-    armed = _install_audit_hook(protected, allowed, current)
-
+    armed = False
     for key in request["parts"]:
         name, part = key.split(":", 1)
-        if name == "adam" and not tripped:
-            _install_tripwires(torch, tripped)  # stays from here on; Adam's parts run last
-            tripped.append("")  # marker: installed (empty entries are not reported)
+        job = request["jobs"][name]
+        if name == "adam" and not armed:
+            install_tripwires(torch)  # for good: the Adam parts run last
+            armed = True
         emit({"part": key, "event": "start"})
-        current[0] = violations[name]
-        prelude, code = compiled[name]
         filename = f"<{name} solution cell>"
-        symbol = jobs[name]["symbol"]
+        linecache.cache[filename] = (len(job["source"]), None, job["source"].splitlines(True), filename)
         result: dict = {"ok": False, "error": None, "setup_error": None}
-        namespace: dict = {"__name__": "__solution__", "__builtins__": __builtins__}
-        used = len(tripped)
-        armed[0] = True
+        namespace: dict = {"__name__": "__main__", "__builtins__": __builtins__}
+        before = len(tripped())
         try:
-            exec(prelude, namespace)
+            exec(compile(job["prelude"], "<prelude>", "exec"), namespace)
             try:
-                exec(code, namespace)
+                exec(compile(job["source"], filename, "exec"), namespace)
             except BaseException as exc:  # top-level code may fail after the definition we need
-                armed[0] = False
                 result["setup_error"] = _describe(exc, filename)
-                armed[0] = True
-            fn = namespace.get(symbol)
+            fn = namespace.get(job["symbol"])
             if fn is None:
-                result["error"] = f"the solution cell does not define {symbol}" + (
+                result["error"] = f"the solution cell does not define {job['symbol']}" + (
                     f" (it raised {result['setup_error']})" if result["setup_error"] else ""
                 )
             else:
-                payload = drivers[name](part, fn)
-                result.update(ok=True, payload=payload)
-        except BaseException as exc:  # SystemExit, KeyboardInterrupt and friends included
-            armed[0] = False  # formatting the traceback reads grader files
+                result.update(ok=True, payload=drivers[name](part, fn))
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt and MemoryError included
             result["error"] = _describe(exc, filename)
-        finally:
-            armed[0] = False
-        result["violations"] = list(violations[name])
-        result["tripped"] = [t for t in tripped[used:] if t] if name == "adam" else []
+        result["tripped"] = tripped()[before:][:5] if armed else []
         buffer = io.BytesIO()
         try:
             save(result, buffer)
         except Exception as exc:
             buffer = io.BytesIO()
-            save({"ok": False, "error": f"the results could not be recorded: {exc}",
-                  "violations": result["violations"], "tripped": result["tripped"]}, buffer)  # fmt: skip
+            save({"ok": False, "error": f"the results could not be recorded: {exc}", "tripped": result["tripped"]},
+                 buffer)  # fmt: skip
         emit({"part": key, "event": "done", "data": base64.b64encode(buffer.getvalue()).decode()})
     emit({"event": "end"})
     out.close()
-    os._exit(0)  # skip interpreter teardown: student objects' __del__ must not run unguarded
-
-
-if __name__ == "__main__":
-    main()
+    os._exit(0)  # skip interpreter teardown: student objects' __del__ must not run

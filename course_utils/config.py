@@ -13,6 +13,11 @@ In fast mode :func:`course_utils.data.get_dataloaders` keeps at most
 images, and :func:`course_utils.training.train` runs at most
 :data:`FAST_MAX_EPOCHS` epochs.
 
+Device
+------
+:func:`get_device` is the one place that decides between the GPU and the CPU; the
+training loop, the parity checks and the grader all ask it.
+
 Data directory
 --------------
 MNIST lives in one cache directory shared by every notebook, test and grader:
@@ -23,7 +28,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:  # torch loads only when a device is asked for
+    import torch
 
 T = TypeVar("T")
 
@@ -54,3 +62,17 @@ def data_dir() -> Path:
     """The directory that holds MNIST (``$COURSE_DATA_DIR`` or ``~/.cache/optimizers-course``)."""
     env = os.environ.get("COURSE_DATA_DIR")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "optimizers-course"
+
+
+def get_device() -> torch.device:
+    """The GPU when there is one, otherwise the CPU."""
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def available_devices() -> list[torch.device]:
+    """The CPU, plus the GPU when there is one (where code must run on both)."""
+    import torch
+
+    return [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])

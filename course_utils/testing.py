@@ -9,13 +9,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from course_utils.config import available_devices
 from course_utils.models import MLP
 from course_utils.training import set_seed
-
-
-def available_devices() -> list[torch.device]:
-    """The CPU, plus the GPU when there is one."""
-    return [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
 
 
 def check_against_torch(

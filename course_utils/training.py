@@ -13,6 +13,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from course_utils import config
+from course_utils.config import get_device  # noqa: F401 - re-exported: notebooks import it from here
 
 
 class DivergenceError(FloatingPointError):
@@ -24,11 +25,6 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
-
-
-def get_device() -> torch.device:
-    """The GPU when there is one, otherwise the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _learning_rate(optimizer) -> str:  # noqa: ANN001 - any optimizer, ours or torch's

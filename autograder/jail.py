@@ -1,0 +1,386 @@
+"""The jail every process that runs student code lives in: bubblewrap, limits, and a kernel manager.
+
+A jail is a fresh set of namespaces (user, PID, network, IPC, UTS, cgroup) made by
+bubblewrap (Debian's ``bubblewrap``) around one command:
+
+* the system, Python and the course's environment are mounted read-only; so are
+  ``course_utils`` and MNIST, which the notebooks use;
+* one private scratch folder is the only writable place, and it holds only this
+  submission's work; the grader's source, the gradebook, the exchange, other students'
+  files and the instructor's files are simply not there;
+* no network (a new network namespace has only a loopback that is down);
+* memory, processes, CPU time, file size and disk use are limited (a memory cgroup and a
+  pids cgroup where the machine lets us make them, rlimits always); a process that
+  passes a limit is stopped and the grader reports which limit it was;
+* ``--die-with-parent`` and the PID namespace end every process of the jail, daemons
+  included, when the jail's command ends or the grader stops it.
+
+What comes back is data only: messages on a pipe or a ZeroMQ socket, which the grader
+parses and validates. :class:`JailedKernelManager` runs a Jupyter kernel this way, for
+nbgrader's Execute step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+from jupyter_client.manager import AsyncKernelManager
+
+from autograder import settings
+
+
+class JailUnavailable(RuntimeError):
+    """No jail can be made on this machine; the message says why and what to do."""
+
+
+HOW_TO_INSTALL = (
+    "Install bubblewrap (Debian/Ubuntu: `sudo apt-get install bubblewrap`; `make setup` does it when run "
+    "as root) on Linux with unprivileged user namespaces enabled. Only if you accept running student code "
+    "with your own permissions, grade with `python -m autograder grade --unconfined`."
+)
+
+
+@cache
+def check_available() -> None:
+    """Raise :class:`JailUnavailable` unless a bubblewrap jail can be made here (asked once)."""
+    if sys.platform != "linux":
+        raise JailUnavailable(f"student code can only be confined on Linux, not {sys.platform}. {HOW_TO_INSTALL}")
+    if shutil.which("bwrap") is None:
+        raise JailUnavailable(f"bubblewrap (`bwrap`) is not installed. {HOW_TO_INSTALL}")
+    probe = subprocess.run(
+        ["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "true"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    if probe.returncode != 0:
+        raise JailUnavailable(
+            f"bubblewrap cannot make a jail here ({probe.stderr.strip()[:200]}); user namespaces may be "
+            f"disabled (sysctl kernel.unprivileged_userns_clone=1). {HOW_TO_INSTALL}"
+        )
+
+
+# ----------------------------------------------------------------------------- cgroups
+
+
+def _cgroup_parents() -> dict[str, Path]:
+    """Writable cgroup folders for the memory and pids controllers (cgroup v2 or v1), where any."""
+    found: dict[str, Path] = {}
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return found
+    base = Path("/sys/fs/cgroup")
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "" and (base / "cgroup.controllers").exists():  # v2, unified at the root
+            folder = base / path.lstrip("/")
+            enabled = (folder / "cgroup.subtree_control").read_text().split() if folder.exists() else []
+            for name in ("memory", "pids"):
+                if name in enabled:
+                    found.setdefault(name, folder)
+        for name in ("memory", "pids"):
+            if name in controllers.split(","):
+                found.setdefault(name, base / name / path.lstrip("/"))
+    return {name: folder for name, folder in found.items() if os.access(folder, os.W_OK)}
+
+
+@dataclass
+class Cgroups:
+    """One jail's memory and pids cgroups (those the machine lets us create)."""
+
+    folders: dict[str, Path] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, limits: settings.Limits) -> Cgroups:
+        made = cls()
+        name = f"autograder-{uuid.uuid4().hex[:12]}"
+        for controller, parent in _cgroup_parents().items():
+            folder = parent / name
+            try:
+                folder.mkdir()
+                v2 = (folder / "cgroup.controllers").exists()
+                if controller == "memory":
+                    target = "memory.max" if v2 else "memory.limit_in_bytes"
+                    (folder / target).write_text(str(limits.memory_bytes + 256 * 2**20))  # rlimit first
+                else:
+                    (folder / "pids.max").write_text(str(limits.processes))
+                made.folders[controller] = folder
+            except OSError:
+                shutil.rmtree(folder, ignore_errors=True)
+        return made
+
+    def procs_files(self) -> list[str]:
+        return [str(folder / "cgroup.procs") for folder in self.folders.values()]
+
+    def hit(self) -> list[str]:
+        """Which limits were reached (``memory``, ``processes``)."""
+        hits = []
+        for controller, folder in self.folders.items():
+            for events in ("memory.events", "pids.events"):
+                text = _read(folder / events)
+                if any(
+                    line.split()[0] in ("oom_kill", "max") and line.split()[1] != "0" for line in text.splitlines()
+                ):
+                    hits.append("memory" if controller == "memory" else "processes")
+            if controller == "memory" and _read(folder / "memory.failcnt").strip() not in ("", "0"):
+                hits.append("memory")
+        return sorted(set(hits))
+
+    def kill_and_remove(self) -> None:
+        for folder in self.folders.values():
+            for _ in range(50):
+                pids = [int(p) for p in _read(folder / "cgroup.procs").split()]
+                if not pids:
+                    break
+                for pid in pids:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                time.sleep(0.02)
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+# ----------------------------------------------------------------------------- the jail
+
+# Runs outside the jail, as the grader, just before bubblewrap: rlimits, then into the cgroups.
+_LAUNCH = """\
+import json, os, resource, sys
+spec = json.loads(sys.argv[1])
+for name, value in spec["rlimits"].items():
+    resource.setrlimit(getattr(resource, name), (value, value))
+for procs in spec["cgroups"]:
+    with open(procs, "w") as f:
+        f.write(str(os.getpid()))
+os.execvp(sys.argv[2], sys.argv[2:])
+"""
+
+
+def _gpu_devices() -> list[str]:
+    return sorted(str(p) for p in Path("/dev").glob("nvidia*")) + (
+        ["/dev/dri"] if Path("/dev/dri").exists() and list(Path("/dev").glob("nvidia*")) else []
+    )
+
+
+@dataclass
+class Jail:
+    """A jail around one submission's scratch folder; :meth:`command` wraps a command in it."""
+
+    scratch: Path
+    limits: settings.Limits = field(default_factory=settings.limits)
+    readable: list[Path] = field(default_factory=list)  # extra read-only paths (same place inside)
+    confined: bool = field(default_factory=lambda: not settings.unconfined())
+    cgroups: Cgroups = field(default_factory=Cgroups)
+    _watchdog: threading.Thread | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+    breaches: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.scratch = Path(self.scratch).resolve()
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        if self.confined:
+            check_available()
+        self.cgroups = Cgroups.create(self.limits)
+
+    def _mounts(self) -> list[str]:
+        import course_utils
+
+        args = ["--ro-bind", "/usr", "/usr"]
+        for link in ("bin", "lib", "lib64", "lib32", "sbin"):
+            target = Path("/") / link
+            if target.is_symlink():
+                args += ["--symlink", os.readlink(target), str(target)]
+            elif target.is_dir():
+                args += ["--ro-bind", str(target), str(target)]
+        for path in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/fonts", "/etc/localtime"):
+            if Path(path).exists():
+                args += ["--ro-bind", path, path]
+        readable = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix), settings.data_dir()}
+        readable.add(Path(course_utils.__file__).resolve().parent)
+        readable.update(Path(p) for p in self.readable)
+        for path in sorted({p.resolve() for p in readable if p.exists()}):
+            args += ["--ro-bind", str(path), str(path)]
+        args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm"]
+        devices = _gpu_devices()
+        for device in devices:
+            args += ["--dev-bind", device, device]
+        if devices:  # the CUDA driver reads the PCI topology
+            args += ["--ro-bind", "/sys", "/sys"]
+        args += ["--bind", str(self.scratch), str(self.scratch), "--chdir", str(self.scratch)]
+        return args
+
+    def environment(self) -> dict[str, str]:
+        threads = str(self.limits.threads)
+        env = {
+            "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(self.scratch),
+            "TMPDIR": str(self.scratch),
+            "USER": "student",
+            "LANG": "C.UTF-8",
+            "MPLBACKEND": "Agg",
+            "MPLCONFIGDIR": str(self.scratch / ".matplotlib"),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "OMP_NUM_THREADS": threads,
+            "MKL_NUM_THREADS": threads,
+            "TQDM_DISABLE": "1",
+            "JPY_PARENT_PID": "1",  # the jail's init is our parent: don't poll for it
+            "COURSE_DATA_DIR": str(settings.data_dir()),
+        }
+        for name in ("NBGRADER_EXECUTION", "COURSE_FAST", "CUDA_VISIBLE_DEVICES"):
+            if os.environ.get(name):
+                env[name] = os.environ[name]
+        return env
+
+    def command(self, argv: list[str]) -> list[str]:
+        """``argv`` wrapped in the limits and (unless unconfined) in bubblewrap."""
+        limits = self.limits
+        rlimits = {"RLIMIT_CPU": limits.cpu_seconds, "RLIMIT_FSIZE": limits.file_bytes, "RLIMIT_CORE": 0}
+        if not ("memory" in self.cgroups.folders and _gpu_devices()):
+            rlimits["RLIMIT_DATA"] = limits.memory_bytes  # (with CUDA, the memory cgroup does this)
+        spec = json.dumps({"rlimits": rlimits, "cgroups": self.cgroups.procs_files()})
+        launch = [sys.executable, "-I", "-c", _LAUNCH, spec]
+        if not self.confined:
+            env = [f"{k}={v}" for k, v in self.environment().items()]
+            return [*launch, "env", "-C", str(self.scratch), *env, *argv]
+        jail = ["bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--uid", "1000", "--gid", "1000",
+                "--cap-drop", "ALL", "--die-with-parent", "--new-session", "--hostname", "jail", "--clearenv"]  # fmt: skip
+        for name, value in self.environment().items():
+            jail += ["--setenv", name, value]
+        return [*launch, *jail, *self._mounts(), "--", *argv]
+
+    def watch(self, kill) -> None:  # noqa: ANN001 - kill() stops the jailed command
+        """Stop the command (``kill()``) when the scratch folder grows past the disk limit."""
+
+        def run() -> None:
+            while not self._stop.wait(0.5):
+                if _tree_bytes(self.scratch, limit=4 * self.limits.file_bytes) > 4 * self.limits.file_bytes:
+                    self.breaches.append("disk")
+                    kill()
+                    return
+
+        self._watchdog = threading.Thread(target=run, daemon=True)
+        self._watchdog.start()
+
+    def limits_hit(self) -> list[str]:
+        return sorted(set(self.breaches + self.cgroups.hit()))
+
+    def close(self) -> None:
+        """Stop every process left in the jail and remove its cgroups and scratch folder."""
+        self._stop.set()
+        self.cgroups.kill_and_remove()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def _tree_bytes(root: Path, limit: int) -> int:
+    total, stack, seen = 0, [root], 0
+    while stack and total <= limit:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            seen += 1
+            if seen > 200_000:  # millions of files is a breach too
+                return limit + 1
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                else:
+                    total += entry.stat(follow_symlinks=False).st_blocks * 512
+            except OSError:
+                pass
+    return total
+
+
+def new_scratch(prefix: str) -> Path:
+    """A fresh private folder for one jailed process."""
+    root = settings.scratch_root()
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"autograder-{prefix}-", dir=root))
+
+
+def describe_exit(code: int | None, hits: list[str]) -> str:
+    """How a jailed process ended, for a status message."""
+    if hits:
+        return f"it went past the {' and '.join(hits)} limit"
+    if code is None:
+        return "it did not end"
+    if code < 0:
+        sig = -code
+        name = {signal.SIGXCPU: "the CPU-time limit", signal.SIGXFSZ: "the file-size limit"}.get(sig)
+        if name:
+            return f"it went past {name}"
+        try:
+            return f"it was killed by {signal.Signals(sig).name}"
+        except ValueError:
+            return f"it was killed by signal {sig}"
+    return f"it exited with code {code}"
+
+
+# ----------------------------------------------------------------------------- the kernel
+
+
+class JailedKernelManager(AsyncKernelManager):
+    """A Jupyter kernel inside a :class:`Jail`, spoken to over Unix sockets in its scratch folder.
+
+    TCP cannot reach into a network namespace; ZeroMQ's ``ipc`` transport goes through the
+    file system instead. Interrupts are messages (the jail does not forward signals)."""
+
+    def __init__(self, **kwargs) -> None:  # noqa: ANN003 - traitlets keyword arguments
+        super().__init__(**kwargs)
+        self.jail = Jail(new_scratch("kernel"))
+        kernel_dir = self.jail.scratch / ".kernel"
+        kernel_dir.mkdir()
+        self.transport = "ipc"
+        self.ip = str(kernel_dir / "ipc")
+        self.connection_file = str(kernel_dir / "connection.json")
+
+    @property
+    def kernel_spec(self):  # noqa: ANN201
+        spec = super().kernel_spec
+        if spec is not None:
+            spec.interrupt_mode = "message"
+        return spec
+
+    def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+        return self.jail.command(super().format_kernel_cmd(extra_arguments))
+
+    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:  # noqa: ANN003
+        kw.pop("cwd", None)  # the jail chooses its own working directory
+        kw["env"] = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG")}
+        await super()._async_launch_kernel(kernel_cmd, **kw)
+        self.jail.watch(self._kill_now)
+
+    def _kill_now(self) -> None:
+        process = getattr(self.provisioner, "process", None)
+        if process is not None:
+            try:
+                process.kill()
+            except OSError:
+                pass
+
+    async def _async_cleanup_resources(self, restart: bool = False) -> None:
+        await super()._async_cleanup_resources(restart=restart)
+        if not restart:
+            self.jail.close()

@@ -1,0 +1,161 @@
+"""Typed results that pass between the grading stages: a verdict, a part, a notebook, a student.
+
+A graded notebook carries its :class:`NotebookResult` in its metadata (written by the
+grader's nbgrader preprocessors, outside the jail), and the gradebook carries the scores;
+:func:`load_student` rebuilds a :class:`StudentResult` from those two, so formgrader's
+Autograde, ``nbgrader autograde`` and ``python -m autograder grade`` all report the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from autograder import settings, spec
+
+PASSED = "passed"
+
+
+@dataclass
+class Verdict:
+    """What a hidden check, computed outside the student's kernel, says about one part."""
+
+    part: str
+    status: str  # passed | failed | error | timeout | crashed | disallowed | missing | limit
+    message: str = ""
+    hint: str = ""
+    device: str = ""
+    seed: int | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.status == PASSED
+
+
+@dataclass
+class PartResult:
+    """One graded part after reconciliation: its marks and why."""
+
+    name: str
+    title: str
+    points: float
+    max_points: float
+    status: str
+    message: str = ""
+    hint: str = ""
+    device: str = ""
+
+    @property
+    def full_marks(self) -> bool:
+        return self.points >= self.max_points
+
+
+@dataclass
+class NotebookResult:
+    """One notebook of one student."""
+
+    name: str
+    status: str  # graded | not submitted | invalid notebook | notebook crashed | notebook timed out
+    score: float
+    max_score: float
+    parts: dict[str, PartResult] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    confined: bool = True
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> NotebookResult:
+        parts = {name: PartResult(**part) for name, part in data.get("parts", {}).items()}
+        return cls(**{**data, "parts": parts})
+
+    @classmethod
+    def empty(cls, name: str, status: str, note: str) -> NotebookResult:
+        """A notebook that scores 0 as a whole (not submitted, unreadable, crashed)."""
+        nb = spec.notebook(name)
+        parts = {p.name: PartResult(p.name, p.title, 0.0, p.points, status) for p in nb.parts}
+        return cls(name, status, 0.0, nb.max_score, parts, [note])
+
+
+@dataclass
+class StudentResult:
+    student_id: str
+    notebooks: dict[str, NotebookResult]
+
+    @property
+    def score(self) -> float:
+        return sum(nb.score for nb in self.notebooks.values())
+
+    @property
+    def max_score(self) -> float:
+        return spec.MAX_SCORE
+
+    @property
+    def confined(self) -> bool:
+        return all(nb.confined for nb in self.notebooks.values())
+
+
+def fmt(x: float) -> str:
+    """Marks as people write them: 5, 2.5."""
+    return str(int(x)) if float(x).is_integer() else f"{x:.2f}"
+
+
+def load_student(course_root: Path, student: str) -> StudentResult:
+    """A student's results from the autograded notebooks (statuses) and the gradebook (scores)."""
+    import nbformat
+
+    from autograder.repair import InvalidNotebook, load_notebook
+
+    root = Path(course_root)
+    notebooks = {}
+    scores = _gradebook_scores(root, student)
+    for name in spec.NOTEBOOKS:
+        submitted = root / "submitted" / student / settings.ASSIGNMENT / f"{name}.ipynb"
+        graded = root / "autograded" / student / settings.ASSIGNMENT / f"{name}.ipynb"
+        if not submitted.exists():
+            notebooks[name] = NotebookResult.empty(name, "not submitted", f"{name}.ipynb was not submitted")
+            continue
+        try:
+            load_notebook(submitted)
+        except InvalidNotebook as exc:
+            notebooks[name] = NotebookResult.empty(name, "invalid notebook", str(exc))
+            continue
+        data = nbformat.read(graded, as_version=4).metadata.get(settings.RESULT_KEY) if graded.exists() else None
+        if not data:
+            notebooks[name] = NotebookResult.empty(name, "not graded", "this notebook has not been autograded")
+            continue
+        result = NotebookResult.from_dict(data)
+        for part in spec.notebook(name).parts:  # the gradebook has the last word on marks
+            if (name, part.grade_id) in scores:
+                result.parts[part.name].points = scores[name, part.grade_id]
+        result.score = sum(p.points for p in result.parts.values())
+        notebooks[name] = result
+    return StudentResult(student, notebooks)
+
+
+def _gradebook_scores(root: Path, student: str) -> dict[tuple[str, str], float]:
+    from nbgrader.api import Gradebook, MissingEntry
+
+    db = root / "gradebook.db"
+    if not db.exists():
+        return {}
+    scores = {}
+    with Gradebook(f"sqlite:///{db}", settings.course_id(root)) as gb:
+        for name in spec.NOTEBOOKS:
+            try:
+                notebook = gb.find_submission_notebook(name, settings.ASSIGNMENT, student)
+            except MissingEntry:
+                continue
+            for grade in notebook.grades:
+                scores[name, grade.name] = float(grade.score or 0.0)
+    return scores
+
+
+def load_class(course_root: Path, students: list[str] | None = None) -> dict[str, StudentResult]:
+    """Every (or the given) submitted student's results, by student id."""
+    folder = Path(course_root) / "submitted"
+    if students is None:
+        students = sorted(p.name for p in folder.iterdir() if (p / settings.ASSIGNMENT).is_dir()) if folder.exists() else []
+    return {s: load_student(course_root, s) for s in students}
