@@ -10,42 +10,38 @@ Split by concern, each module small enough to read in a few minutes:
 * :mod:`course_utils.testing`  - ``check_against_torch`` for your own optimizers;
 * :mod:`course_utils.playground` / :mod:`course_utils.quiz` - the interactive widgets.
 
-The names below are importable from the package itself (``from course_utils import MLP``);
-submodules load on first use, so ``import course_utils`` stays cheap.
+The names below are importable from the package itself (``from course_utils import MLP``).
+ipywidgets is imported only when a ``Playground`` or ``Quiz`` is created, so ``import course_utils``
+works with ipywidgets 7 (Colab) or 8, and without it.
 """
 
-from importlib import import_module
+from course_utils.config import fast_mode, pick
+from course_utils.data import MEAN, STD, get_dataloaders
+from course_utils.models import MLP
+from course_utils.playground import Playground, run_optimizer
+from course_utils.plotting import moving_average, plot_loss, plot_losses
+from course_utils.quiz import Quiz
+from course_utils.testing import check_against_torch
+from course_utils.training import DivergenceError, evaluate, get_device, set_seed, train, train_epoch
 
-_EXPORTS = {
-    "fast_mode": "config",
-    "pick": "config",
-    "MEAN": "data",
-    "STD": "data",
-    "get_dataloaders": "data",
-    "MLP": "models",
-    "moving_average": "plotting",
-    "plot_loss": "plotting",
-    "plot_losses": "plotting",
-    "check_against_torch": "testing",
-    "DivergenceError": "training",
-    "evaluate": "training",
-    "get_device": "training",
-    "set_seed": "training",
-    "train": "training",
-    "train_epoch": "training",
-    "Playground": "playground",
-    "run_optimizer": "playground",
-    "Quiz": "quiz",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):  # noqa: ANN202 - PEP 562 lazy attribute
-    if name in _EXPORTS:
-        return getattr(import_module(f"course_utils.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'course_utils' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__ = [
+    "MEAN",
+    "MLP",
+    "STD",
+    "DivergenceError",
+    "Playground",
+    "Quiz",
+    "check_against_torch",
+    "evaluate",
+    "fast_mode",
+    "get_dataloaders",
+    "get_device",
+    "moving_average",
+    "pick",
+    "plot_loss",
+    "plot_losses",
+    "run_optimizer",
+    "set_seed",
+    "train",
+    "train_epoch",
+]

@@ -10,11 +10,21 @@ Three layers, each usable on its own:
 
     >>> from course_utils.playground import Playground
     >>> Playground("rosenbrock", optimizers=["SGD", "Momentum", "Adam"])   # in a notebook
+    >>> Playground("quadratic", extra={"mine": MyAdam})    # your own optimizer class next to torch's
 
 The widget is rendered as a PNG inside an ``ipywidgets.Image``: no extra
 dependency (no ipympl), and the same pixels are offered as a plain
 ``image/png`` fallback wherever widgets cannot render (nbviewer, GitHub, a
-notebook executed headless by nbclient).
+notebook executed headless by nbclient). It works with ipywidgets 7 (Colab's
+7.7.1) and 8 alike: see :func:`widget_bundle`.
+
+Gradient noise
+--------------
+``run_optimizer(..., noise=sigma)`` adds ``sigma * xi_k`` to every gradient, with
+``xi_k ~ N(0, I)`` drawn from ``torch.Generator().manual_seed(seed)`` (one
+``torch.randn(2, dtype=float64)`` per step): gradient descent becomes a model of
+SGD, whose mini-batch gradient is the full gradient plus noise. Every optimiser
+sees the same noise sequence, so their paths can be compared.
 
 Nesterov convention
 -------------------
@@ -59,6 +69,7 @@ __all__ = [
     "OptimizerSpec",
     "Trajectory",
     "Playground",
+    "custom_optimizer",
     "default_hparams",
     "draw_surface",
     "figure_png",
@@ -67,6 +78,7 @@ __all__ = [
     "resolve_hparams",
     "plot_paths",
     "run_optimizer",
+    "widget_bundle",
 ]
 
 # Parameters beyond this size count as diverged: the run stops and is reported.
@@ -95,9 +107,10 @@ class OptimizerSpec:
     hparams: tuple[HParam, ...] = ()
     color: str = "k"
     defaults: dict = field(default_factory=dict)  # overrides of torch's defaults (besides lr)
+    like: str | None = None  # a built-in whose per-surface defaults (lr, ...) this one borrows
 
     def torch_defaults(self) -> dict:
-        """Default value of every tunable keyword: ours if set, otherwise ``torch.optim``'s own."""
+        """Default value of every tunable keyword: ours if set, otherwise the class's own."""
         sig = inspect.signature(self.cls.__init__).parameters
         out = {}
         for h in self.hparams:
@@ -153,6 +166,67 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
 }
 
 
+# Sliders a custom optimizer class gets, for the keyword arguments its __init__ accepts (torch.optim's names).
+_CUSTOM_HPARAMS = (
+    _LR,
+    _MOMENTUM,
+    HParam("beta1", "betas", 0.0, 0.99),
+    HParam("beta2", "betas", 0.5, 0.9999, step=0.0001),
+    HParam("rho", "rho", 0.0, 0.999, step=0.001),
+    HParam("alpha", "alpha", 0.0, 0.999, step=0.001),
+    _EPS,
+)
+EXTRA_COLORS = ("k", "tab:olive", "tab:cyan", "tab:gray")
+
+
+def custom_optimizer(
+    name: str, cls: type, like: str | None = None, color: str = "k", defaults: dict | None = None
+) -> OptimizerSpec:
+    """Describe your own optimizer class so the playground can run it next to ``torch.optim``'s.
+
+    ``cls(params, lr=..., ...)`` must take a list of tensors first and offer ``zero_grad()`` and ``step()``,
+    like ``torch.optim`` (subclassing ``torch.optim.Optimizer`` is fine, and not needed). It gets a slider
+    for each of ``lr``, ``momentum``, ``betas``, ``rho``, ``alpha``, ``eps`` that its ``__init__`` accepts.
+
+    Args:
+        name: the name shown in the playground.
+        cls: the optimizer class.
+        like: a built-in optimiser (``"Adam"``, ``"Momentum"``, ...) whose per-surface learning rates it
+            borrows; by default the built-in whose name is in the class name (``MyAdam`` -> ``"Adam"``).
+        color: its colour in the plots.
+        defaults: default keyword values, for arguments whose ``__init__`` has no default.
+    """
+    if not callable(getattr(cls, "step", None)) or not callable(getattr(cls, "zero_grad", None)):
+        raise TypeError(
+            f"{name}: {cls!r} needs step() and zero_grad() methods, like torch.optim's optimizers."
+        )
+    if like is None:
+        matches = [n for n in OPTIMIZERS if n.lower() in cls.__name__.lower()]
+        like = max(matches, key=len) if matches else None
+    elif like not in OPTIMIZERS:
+        raise ValueError(f"like={like!r} is not a built-in optimiser; choose one of {list(OPTIMIZERS)}.")
+    params = inspect.signature(cls.__init__).parameters
+    hparams = tuple(h for h in _CUSTOM_HPARAMS if h.torch_name in params)
+    if not hparams or hparams[0].torch_name != "lr":
+        raise TypeError(f"{name}: {cls.__name__}.__init__ must accept lr= (as torch.optim's optimizers do).")
+    defaults = dict(defaults or {})
+    borrowed = OPTIMIZERS[like].torch_defaults() if like else {}
+    for h in hparams:
+        if h.torch_name not in defaults and params[h.torch_name].default is inspect.Parameter.empty:
+            if h.torch_name not in borrowed and h.torch_name != "lr":
+                raise ValueError(f"{name}: give {h.torch_name} a default value (defaults={{...}}).")
+            defaults[h.torch_name] = borrowed.get(h.torch_name, 1e-3)
+    return OptimizerSpec(name, cls, {}, hparams, color, defaults, like)
+
+
+def _spec(optimizer: str | OptimizerSpec | type) -> OptimizerSpec:
+    if isinstance(optimizer, OptimizerSpec):
+        return optimizer
+    if isinstance(optimizer, type):
+        return custom_optimizer(optimizer.__name__, optimizer)
+    return get_optimizer(optimizer)
+
+
 def get_optimizer(name: str) -> OptimizerSpec:
     """Look up an optimiser by its playground name (``"SGD"``, ``"Momentum"``, ``"Adam"``, ...)."""
     if name not in OPTIMIZERS:
@@ -160,30 +234,37 @@ def get_optimizer(name: str) -> OptimizerSpec:
     return OPTIMIZERS[name]
 
 
-def default_hparams(optimizer: str, surface: str | Surface) -> dict:
-    """Keyword arguments for ``optimizer`` on ``surface``: the surface's suggested lr, torch defaults otherwise."""
-    spec, surface = get_optimizer(optimizer), get_surface(surface)
+def default_hparams(optimizer: str | OptimizerSpec | type, surface: str | Surface) -> dict:
+    """Keyword arguments for ``optimizer`` on ``surface``: the surface's suggestions, torch defaults otherwise."""
+    spec, surface = _spec(optimizer), get_surface(surface)
     hp = spec.torch_defaults()
-    hp["lr"] = surface.lr.get(optimizer, hp["lr"])
+    key = spec.name if spec.name in surface.lr else spec.like
+    hp["lr"] = surface.lr.get(key, hp["lr"])
+    hp.update({k: v for k, v in surface.hparams.get(key, {}).items() if k in hp})
     return hp
 
 
-def resolve_hparams(optimizer: str, surface: str | Surface, hparams: dict | None) -> dict:
+def resolve_hparams(
+    optimizer: str | OptimizerSpec | type, surface: str | Surface, hparams: dict | None
+) -> dict:
     """Defaults for ``optimizer`` on ``surface`` updated with ``hparams``; unknown names are rejected."""
-    hp = default_hparams(optimizer, surface)
+    spec = _spec(optimizer)
+    hp = default_hparams(spec, surface)
     for key, value in (hparams or {}).items():
         if key not in hp:
             raise ValueError(
-                f"Unknown hyperparameter {key!r} for {optimizer}; valid names are {sorted(hp)} "
+                f"Unknown hyperparameter {key!r} for {spec.name}; valid names are {sorted(hp)} "
                 f"(torch.optim keyword names, e.g. betas=(0.9, 0.999) for Adam)."
             )
         hp[key] = tuple(float(v) for v in value) if isinstance(value, (tuple, list)) else float(value)
     return hp
 
 
-def make_optimizer(optimizer: str, params: list[torch.Tensor], hparams: dict) -> torch.optim.Optimizer:
-    """Build the ``torch.optim`` optimiser named ``optimizer``; torch validates every value."""
-    spec = get_optimizer(optimizer)
+def make_optimizer(
+    optimizer: str | OptimizerSpec | type, params: list[torch.Tensor], hparams: dict
+) -> torch.optim.Optimizer:
+    """Build the optimiser ``optimizer`` describes; torch (or your class) validates every value."""
+    spec = _spec(optimizer)
     return spec.cls(params, **spec.fixed, **hparams)
 
 
@@ -223,35 +304,45 @@ class Trajectory:
 
 def run_optimizer(
     surface: str | Surface,
-    optimizer: str,
+    optimizer: str | OptimizerSpec | type,
     start: tuple[float, float] | None = None,
     steps: int = 100,
     hparams: dict | None = None,
+    noise: float = 0.0,
+    seed: int = 0,
 ) -> Trajectory:
-    """Run ``steps`` steps of a ``torch.optim`` optimiser on ``surface`` and record the path.
+    """Run ``steps`` steps of an optimiser on ``surface`` and record the path.
 
     Args:
         surface: a name from ``SURFACES`` or a :class:`Surface`.
         optimizer: a name from ``OPTIMIZERS`` (``"SGD"``, ``"Momentum"``, ``"Nesterov"``, ``"Adagrad"``,
-            ``"Adadelta"``, ``"RMSprop"``, ``"Adam"``).
+            ``"Adadelta"``, ``"RMSprop"``, ``"Adam"``), your own optimizer class, or an
+            :class:`OptimizerSpec` from :func:`custom_optimizer`.
         start: start point ``(x, y)``; the surface's default when None.
         steps: number of optimiser steps.
         hparams: ``torch.optim`` keyword arguments overriding the defaults (``lr``, ``momentum``,
             ``betas``, ``eps``, ``rho``, ``alpha`` as the optimiser accepts).
+        noise: standard deviation of the Gaussian noise added to each gradient component (0: exact
+            gradients, i.e. gradient descent; > 0: a model of SGD's mini-batch noise).
+        seed: seed of the noise (the same seed gives every optimiser the same noise).
 
     The parameter is a float64 tensor of shape (2,) so paths are free of float32 rounding noise.
     """
     surface = get_surface(surface)
-    hp = resolve_hparams(optimizer, surface, hparams)
+    spec = _spec(optimizer)
+    hp = resolve_hparams(spec, surface, hparams)
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}.")
     start = surface.start if start is None else start
     if len(start) != 2 or not all(math.isfinite(float(v)) for v in start):
         raise ValueError(f"start must be two finite numbers (x, y), got {start!r}.")
+    if not (math.isfinite(noise) and noise >= 0):
+        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}.")
 
     theta = torch.tensor([float(v) for v in start], dtype=torch.float64, requires_grad=True)
-    opt = make_optimizer(optimizer, [theta], hp)
-    nesterov = OPTIMIZERS[optimizer].fixed.get("nesterov", False)
+    opt = make_optimizer(spec, [theta], hp)
+    nesterov = spec.fixed.get("nesterov", False)
+    generator = torch.Generator().manual_seed(seed)
 
     # Python floats are exact copies of the float64 values and much cheaper to collect than tensors.
     points, losses, grads = [theta.tolist()], [], []
@@ -261,6 +352,8 @@ def run_optimizer(
         opt.zero_grad()
         loss = surface.loss(theta)
         loss.backward()
+        if noise:
+            theta.grad.add_(noise * torch.randn(2, generator=generator, dtype=torch.float64))
         losses.append(loss.item())
         grads.append(theta.grad.tolist())
         opt.step()
@@ -276,7 +369,7 @@ def run_optimizer(
         losses.append(surface.loss(theta).item())
 
     return Trajectory(
-        optimizer=optimizer,
+        optimizer=spec.name,
         surface=surface.name,
         hparams=hp,
         points=np.array(points, dtype=np.float64),
@@ -360,7 +453,7 @@ class _Canvas:
         self.ax_loss.grid(True, which="major", alpha=0.3)
         self._lines = {}
 
-    def _artists(self, name: str, color: str) -> dict:
+    def _artists(self, name: str, color: str, nesterov: bool) -> dict:
         if name not in self._lines:
             ax = self.ax
             lines = {
@@ -368,7 +461,7 @@ class _Canvas:
                 "end": ax.plot([], [], "o", color=color, markeredgecolor="k", markersize=7, zorder=6)[0],
                 "loss": self.ax_loss.plot([], [], "-", color=color, lw=1.6, label=name)[0],
             }
-            if OPTIMIZERS.get(name) and OPTIMIZERS[name].fixed.get("nesterov"):
+            if nesterov:
                 lines["zigzag"] = ax.plot([], [], "--", color=color, lw=0.8, zorder=3)[0]
                 lines["theta"] = ax.plot(
                     [], [], "o", mfc="none", mec=color, markersize=4, zorder=4, label="Nesterov θ (classical)"
@@ -379,14 +472,19 @@ class _Canvas:
             self._lines[name] = lines
         return self._lines[name]
 
-    def draw(self, paths: list[Trajectory], start: tuple[float, float], labels: bool = True) -> None:
-        """Put ``paths`` on the canvas (hiding all others)."""
+    def draw(
+        self,
+        paths: list[Trajectory],
+        start: tuple[float, float],
+        labels: bool = True,
+        colors: dict[str, str] | None = None,
+    ) -> None:
+        """Put ``paths`` on the canvas (hiding all others); ``colors`` by optimiser name (built-ins known)."""
         assert self.surface is not None, "call set_surface first"
+        colors = {**{n: s.color for n, s in OPTIMIZERS.items()}, **(colors or {})}
         shown = set()
         for path in paths:
-            spec = OPTIMIZERS.get(path.optimizer)
-            color = spec.color if spec else "k"
-            art = self._artists(path.optimizer, color)
+            art = self._artists(path.optimizer, colors.get(path.optimizer, "k"), path.positions is not None)
             shown.add(path.optimizer)
             pts = path.points
             art["path"].set_data(pts[:, 0], pts[:, 1])
@@ -459,11 +557,13 @@ def plot_paths(
     start: tuple[float, float] | None = None,
     figsize: tuple[float, float] = (11.0, 4.4),
     labels: bool = True,
+    colors: dict[str, str] | None = None,
 ) -> Figure:
     """Static figure: ``paths`` on the contour of ``surface`` (left) and ``f - f_min`` per step (right).
 
     Returns a matplotlib ``Figure`` not registered with pyplot; a notebook shows it when it is the
-    value of a cell, ``fig.savefig`` writes it to a file.
+    value of a cell, ``fig.savefig`` writes it to a file. ``colors`` maps optimiser names to colours
+    (the built-ins have theirs; others are black unless given).
     """
     surface = get_surface(surface)
     for p in paths:
@@ -472,12 +572,45 @@ def plot_paths(
     canvas = _Canvas(figsize=figsize, dpi=matplotlib.rcParams["figure.dpi"])
     canvas.set_surface(surface)
     canvas.draw(
-        paths, start if start is not None else (paths[0].points[0] if paths else surface.start), labels
+        paths,
+        start if start is not None else (paths[0].points[0] if paths else surface.start),
+        labels,
+        colors,
     )
     return canvas.fig
 
 
 # ----------------------------------------------------------------------------- widget
+
+
+def import_widgets():  # noqa: ANN201 - the ipywidgets module
+    """``ipywidgets`` (7.x as on Colab, or 8.x), or an ImportError that says what works without it."""
+    try:
+        import ipywidgets
+    except ImportError as err:
+        raise ImportError(
+            "The interactive widgets need ipywidgets (pip install ipywidgets); "
+            "run_optimizer, plot_paths and the quiz's make_cards work without it."
+        ) from err
+    return ipywidgets
+
+
+def widget_bundle(widget: object, png: bytes, text: str) -> dict:
+    """MIME bundle showing ``widget`` live, and ``png`` wherever widgets cannot render.
+
+    ipywidgets 8 gives widgets a ``_repr_mimebundle_``; ipywidgets 7 (Colab's 7.7.1, and any kernel
+    that imported 7 before an upgrade) only ``_ipython_display_``. Both versions render the same
+    reference to the widget's model (widget message protocol 2.0), so it is written here, for either.
+    """
+    bundle = {"text/plain": text, "image/png": base64.b64encode(png).decode("ascii")}
+    model_id = getattr(widget, "model_id", None)
+    if model_id:  # None once the widget is closed: then only the picture is left
+        bundle["application/vnd.jupyter.widget-view+json"] = {
+            "version_major": 2,
+            "version_minor": 0,
+            "model_id": model_id,
+        }
+    return bundle
 
 
 class Playground:
@@ -492,19 +625,24 @@ class Playground:
             The logarithmic ``lr`` and ``eps`` sliders always redraw on release: with continuous
             updates, ipywidgets' FloatLogSlider sends every value set from Python back to the kernel
             (rounded to its grid), and a late echo would overwrite a newer value set from code.
+        noise: initial gradient noise (standard deviation per component, see :func:`run_optimizer`).
+        extra: your own optimizers, ``{name: class}`` (or :func:`custom_optimizer` specs), shown
+            ticked next to the built-ins, e.g. ``Playground(extra={"mine": MyAdam})``.
 
     Driving it from Python (as the tests do)::
 
         pg = Playground("quadratic", ["SGD", "Adam"])
         pg.sliders["Adam"]["lr"].value = 0.05    # redraws
-        pg.paths["Adam"].points                  # (steps + 1, 2) torch.optim iterates
+        pg.noise.value = 2.0                     # every gradient gets N(0, 2²) noise
+        pg.paths["Adam"].points                  # (steps + 1, 2) iterates
 
     Attributes:
         widget: the ipywidgets box to display (the object itself displays it too).
+        optimizers: every optimiser on offer, by name (built-ins first, then ``extra``).
         paths: the :class:`Trajectory` currently drawn, by optimiser name.
-        errors: ``{optimizer: message}`` for ticked optimisers whose settings torch.optim rejected.
+        errors: ``{optimizer: message}`` for ticked optimisers whose settings were rejected.
         sliders: ``{optimizer: {slider name: widget}}``; ``surface``, ``start_x``, ``start_y``,
-            ``steps`` and ``checkboxes`` are the common controls.
+            ``steps``, ``noise`` and ``checkboxes`` are the common controls.
     """
 
     def __init__(
@@ -514,18 +652,31 @@ class Playground:
         start: tuple[float, float] | None = None,
         steps: int = 100,
         continuous_update: bool = True,
+        noise: float = 0.0,
+        extra: dict[str, type | OptimizerSpec] | None = None,
     ):
-        try:  # imported here: the rest of the module works without ipywidgets
-            import ipywidgets as w
-        except ImportError as err:
-            raise ImportError(
-                "The interactive Playground needs ipywidgets (pip install 'ipywidgets>=8'); "
-                "run_optimizer and plot_paths work without it."
-            ) from err
-
+        w = import_widgets()  # imported here: the rest of the module works without ipywidgets
         surf = get_surface(surface)
-        for name in optimizers:
-            get_optimizer(name)
+        self.optimizers: dict[str, OptimizerSpec] = dict(OPTIMIZERS)
+        for i, (name, cls) in enumerate((extra or {}).items()):
+            if name in OPTIMIZERS:
+                raise ValueError(f"extra optimizer {name!r} clashes with a built-in; choose another name.")
+            spec = (
+                cls
+                if isinstance(cls, OptimizerSpec)
+                else custom_optimizer(name, cls, color=EXTRA_COLORS[i % len(EXTRA_COLORS)])
+            )
+            self.optimizers[name] = (
+                spec
+                if spec.name == name
+                else OptimizerSpec(
+                    name, spec.cls, spec.fixed, spec.hparams, spec.color, spec.defaults, spec.like
+                )
+            )
+        ticked = [*optimizers, *(extra or {})]
+        for name in ticked:
+            if name not in self.optimizers:
+                get_optimizer(name)  # raises with the list of names
         self._busy = False  # set while several controls change at once: redraw once at the end
         self._cache: dict[tuple, Trajectory] = {}
         self.paths: dict[str, Trajectory] = {}
@@ -537,16 +688,20 @@ class Playground:
         self.start_x = w.FloatSlider(description="start x", step=0.05, continuous_update=cu)
         self.start_y = w.FloatSlider(description="start y", step=0.01, continuous_update=cu)
         self.steps = w.IntSlider(value=steps, min=1, max=500, description="steps", continuous_update=cu)
+        self.noise = w.FloatSlider(
+            value=noise, min=0.0, max=10.0, step=0.1, description="grad noise σ", continuous_update=cu,
+            readout_format=".1f", style={"description_width": "initial"},
+        )  # fmt: skip
         self.reset_button = w.Button(description="reset hyperparameters", layout=w.Layout(width="190px"))
         self.checkboxes = {
             name: w.Checkbox(
-                value=name in optimizers, description=name, indent=False, layout=w.Layout(width="105px")
+                value=name in ticked, description=name, indent=False, layout=w.Layout(width="105px")
             )
-            for name in OPTIMIZERS
+            for name in self.optimizers
         }
         self.sliders: dict[str, dict[str, w.Widget]] = {}
         tabs = []
-        for name, spec in OPTIMIZERS.items():
+        for name, spec in self.optimizers.items():
             row = {}
             for h in spec.hparams:
                 common = {"description": h.name, "layout": w.Layout(width="330px")}
@@ -572,7 +727,7 @@ class Playground:
             self.sliders[name] = row
             tabs.append(w.HBox([w.VBox(list(row.values()))]))
         self.tabs = w.Tab(children=tabs)
-        for i, name in enumerate(OPTIMIZERS):
+        for i, name in enumerate(self.optimizers):
             self.tabs.set_title(i, name)
         self.image = w.Image(format="png", layout=w.Layout(width="880px"))
         self.status = w.HTML()
@@ -580,7 +735,7 @@ class Playground:
         self._load_surface(surf, start)
         self.update()
 
-        for control in [self.start_x, self.start_y, self.steps, *self.checkboxes.values()]:
+        for control in [self.start_x, self.start_y, self.steps, self.noise, *self.checkboxes.values()]:
             control.observe(self._on_change, names="value")
         for row in self.sliders.values():
             for slider in row.values():
@@ -591,7 +746,7 @@ class Playground:
         self.widget = w.VBox(
             [
                 w.HBox([self.surface, self.steps, self.reset_button]),
-                w.HBox([self.start_x, self.start_y]),
+                w.HBox([self.start_x, self.start_y, self.noise]),
                 w.HBox(list(self.checkboxes.values())),
                 self.tabs,
                 self.image,
@@ -602,14 +757,14 @@ class Playground:
     # -- state -----------------------------------------------------------------------
     @property
     def selected(self) -> list[str]:
-        """Ticked optimisers, in ``OPTIMIZERS`` order."""
+        """Ticked optimisers, built-ins first, in ``OPTIMIZERS`` order."""
         return [name for name, box in self.checkboxes.items() if box.value]
 
     def hparams(self, optimizer: str) -> dict:
-        """The ``torch.optim`` keyword arguments the sliders of ``optimizer`` currently describe."""
+        """The keyword arguments the sliders of ``optimizer`` currently describe."""
         values = {name: s.value for name, s in self.sliders[optimizer].items()}
         hp = {}
-        for h in OPTIMIZERS[optimizer].hparams:
+        for h in self.optimizers[optimizer].hparams:
             if h.torch_name == "betas":
                 hp["betas"] = (values["beta1"], values["beta2"])
             else:
@@ -636,9 +791,9 @@ class Playground:
         surface = surface or get_surface(self.surface.value)
         busy, self._busy = self._busy, True
         try:
-            for name in OPTIMIZERS:
-                hp = default_hparams(name, surface)
-                for h in OPTIMIZERS[name].hparams:
+            for name, spec in self.optimizers.items():
+                hp = default_hparams(spec, surface)
+                for h in spec.hparams:
                     v = hp[h.torch_name]
                     if h.name == "beta1":
                         v = v[0]
@@ -662,23 +817,25 @@ class Playground:
     def compute(self) -> tuple[dict[str, Trajectory], dict[str, str]]:
         """Run every ticked optimiser with the current settings.
 
-        Returns ``(paths, errors)``: an optimiser whose settings ``torch.optim`` rejects (e.g. Nesterov
-        with momentum 0) lands in ``errors`` with torch's message. Unchanged runs come from a cache.
+        Returns ``(paths, errors)``: an optimiser whose settings are rejected (e.g. Nesterov with momentum
+        0, or your class raising) lands in ``errors`` with the message. Unchanged runs come from a cache.
         """
         surface = self.surface.value
         start = (float(self.start_x.value), float(self.start_y.value))
-        steps = int(self.steps.value)
+        steps, noise = int(self.steps.value), float(self.noise.value)
         paths, errors = {}, {}
         for name in self.selected:
             hp = self.hparams(name)
-            key = (surface, name, start, steps, tuple(sorted(hp.items())))
+            key = (surface, name, start, steps, noise, tuple(sorted(hp.items())))
             if key not in self._cache:
                 if len(self._cache) > 256:
                     self._cache.clear()
                 try:
-                    self._cache[key] = run_optimizer(surface, name, start, steps, hp)
-                except ValueError as err:
-                    errors[name] = str(err)
+                    self._cache[key] = run_optimizer(
+                        surface, self.optimizers[name], start, steps, hp, noise=noise
+                    )
+                except (ValueError, TypeError, RuntimeError) as err:
+                    errors[name] = f"{type(err).__name__}: {err}" if name not in OPTIMIZERS else str(err)
                     continue
             paths[name] = self._cache[key]
         return paths, errors
@@ -687,7 +844,8 @@ class Playground:
         """Recompute the ticked paths and redraw the figure (called by every control)."""
         self.paths, self.errors = self.compute()
         start = (float(self.start_x.value), float(self.start_y.value))
-        self.canvas.draw(list(self.paths.values()), start)
+        colors = {name: spec.color for name, spec in self.optimizers.items()}
+        self.canvas.draw(list(self.paths.values()), start, colors=colors)
         self.image.value = self.canvas.png()
         self.status.value = self._summary()
 
@@ -697,13 +855,13 @@ class Playground:
             gap = p.losses[-1] - get_surface(p.surface).f_min
             if p.diverged_at is not None:
                 parts.append(
-                    f"<b style='color:#b00'>{name} diverged at step {p.diverged_at}: lower its lr</b>"
+                    f"<b style='color:#b00'>{html.escape(name)} diverged at step {p.diverged_at}: lower its lr</b>"
                 )
             else:
                 x, y = p.points[-1]
-                parts.append(f"{name}: ({x:.3g}, {y:.3g}), f-f<sub>min</sub> = {gap:.2e}")
+                parts.append(f"{html.escape(name)}: ({x:.3g}, {y:.3g}), f-f<sub>min</sub> = {gap:.2e}")
         for name, err in self.errors.items():
-            parts.append(f"<b style='color:#b00'>{name}: {html.escape(err)}</b>")
+            parts.append(f"<b style='color:#b00'>{html.escape(name)}: {html.escape(err)}</b>")
         return " &nbsp;|&nbsp; ".join(parts) or "Tick at least one optimiser."
 
     # -- display ---------------------------------------------------------------------
@@ -713,7 +871,5 @@ class Playground:
 
     def _repr_mimebundle_(self, include: object = None, exclude: object = None) -> dict:
         # Widget view for live frontends, the same picture as image/png for static ones.
-        bundle = dict(self.widget._repr_mimebundle_() or {})
-        bundle["text/plain"] = f"<Playground {self.surface.value}: {', '.join(self.selected)}>"
-        bundle["image/png"] = base64.b64encode(self.image.value).decode("ascii")
-        return bundle
+        text = f"<Playground {self.surface.value}: {', '.join(self.selected)}>"
+        return widget_bundle(self.widget, self.image.value, text)

@@ -12,7 +12,6 @@ length relative to ``lr``, overshoots...), i.e. the tell-tale signs to look for.
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +24,9 @@ from course_utils.playground import (
     draw_surface,
     figure_png,
     get_optimizer,
+    import_widgets,
     run_optimizer,
+    widget_bundle,
 )
 from course_utils.surfaces import SURFACES, get_surface
 
@@ -289,10 +290,7 @@ class Quiz:
         n_choices: int = 4,
         steps: int = 60,
     ):
-        try:
-            import ipywidgets as w
-        except ImportError as err:
-            raise ImportError("The Quiz widget needs ipywidgets (pip install 'ipywidgets>=8').") from err
+        w = import_widgets()
 
         self._deck_args = {
             "kinds": kinds,
@@ -388,9 +386,6 @@ class Quiz:
             self.feedback.value += f"<p><b>Deck done: {self.score}/{len(self.cards)}.</b></p>"
 
     def _repr_mimebundle_(self, include: object = None, exclude: object = None) -> dict:
-        bundle = dict(self.widget._repr_mimebundle_() or {})
-        bundle["text/plain"] = (
-            f"<Quiz card {self.index + 1}/{len(self.cards)}: answer with quiz.answer(name)>"
-        )
-        bundle["image/png"] = base64.b64encode(self.image.value).decode("ascii")
-        return bundle
+        # Widget view for live frontends (ipywidgets 7 or 8), the card's picture for static ones.
+        text = f"<Quiz card {self.index + 1}/{len(self.cards)}: answer with quiz.answer(name)>"
+        return widget_bundle(self.widget, self.image.value, text)

@@ -37,6 +37,8 @@ class Surface:
         saddles: known saddle points (drawn as crosses).
         lr: a learning rate per optimiser that gives an instructive path
             from ``start`` in about 100 steps (the playground's defaults).
+        hparams: other defaults per optimiser on this surface, e.g. ``{"Momentum": {"momentum": 0.6}}``
+            (torch.optim's own defaults otherwise).
         about: one-paragraph description for students.
     """
 
@@ -50,6 +52,7 @@ class Surface:
     f_min: float
     saddles: tuple[tuple[float, float], ...] = ()
     lr: dict[str, float] = field(default_factory=dict)
+    hparams: dict[str, dict[str, float]] = field(default_factory=dict)
     about: str = ""
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
@@ -122,16 +125,20 @@ SURFACES: dict[str, Surface] = {
             f_min=0.0,
             lr={
                 "SGD": 0.07,
-                "Momentum": 0.02,
-                "Nesterov": 0.02,
+                "Momentum": 0.05,
+                "Nesterov": 0.05,
                 "Adagrad": 0.5,
                 "Adadelta": 10.0,
                 "RMSprop": 0.05,
                 "Adam": 0.1,
             },
+            # Heavy ball tuned for condition number 25 (optimum: lr 1/9, momentum 4/9): with torch's
+            # momentum=0.9 it would only spiral, and plain GD at its best lr (~2/26) would end lower.
+            hparams={"Momentum": {"momentum": 0.6}, "Nesterov": {"momentum": 0.6}},
             about=(
                 "A long narrow valley: 25 times steeper across (y) than along (x). Plain SGD must use a "
-                "small step to stay stable across the valley and then crawls along it."
+                "small step to stay stable across the valley and then crawls along it; momentum builds "
+                "up speed along the valley while its oscillations across it cancel."
             ),
         ),
         Surface(

@@ -18,7 +18,14 @@ import numpy as np
 import pytest
 import torch
 
-from course_utils.playground import OPTIMIZERS, Playground, default_hparams, plot_paths, run_optimizer
+from course_utils.playground import (
+    OPTIMIZERS,
+    Playground,
+    custom_optimizer,
+    default_hparams,
+    plot_paths,
+    run_optimizer,
+)
 from course_utils.quiz import Quiz, card_figure, explain, make_cards
 from course_utils.surfaces import SURFACES, get_surface
 
@@ -36,19 +43,63 @@ TORCH_CLASSES = {
 }
 
 
-def torch_iterates(surface: str, optimizer: str, start, steps: int, hparams: dict) -> torch.Tensor:
-    """Reference: the plain torch.optim loop a student would write; returns (steps + 1, 2) iterates."""
+def torch_iterates(
+    surface: str, optimizer: str, start, steps: int, hparams: dict, noise: float = 0.0, seed: int = 0
+) -> torch.Tensor:
+    """Reference: the plain torch.optim loop a student would write; returns (steps + 1, 2) iterates.
+
+    With ``noise``, each gradient gets ``noise * torch.randn(2)`` from a generator seeded with ``seed``.
+    """
     cls, fixed = TORCH_CLASSES[optimizer]
     theta = torch.tensor(start, dtype=torch.float64, requires_grad=True)
     opt = cls([theta], **fixed, **hparams)
     fn = SURFACES[surface].fn
+    generator = torch.Generator().manual_seed(seed)
     out = [theta.detach().clone()]
     for _ in range(steps):
         opt.zero_grad()
         fn(theta[0], theta[1]).backward()
+        if noise:
+            theta.grad += noise * torch.randn(2, generator=generator, dtype=torch.float64)
         opt.step()
         out.append(theta.detach().clone())
     return torch.stack(out)
+
+
+class MyAdam:
+    """A from-scratch Adam as a student writes it in the lab (not a torch.optim subclass)."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+        self.params, self.lr, self.betas, self.eps, self.t = list(params), lr, betas, eps, 0
+        self.m = [torch.zeros_like(p) for p in self.params]
+        self.v = [torch.zeros_like(p) for p in self.params]
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self):
+        self.t += 1
+        b1, b2 = self.betas
+        for p, m, v in zip(self.params, self.m, self.v):
+            m.mul_(b1).add_(p.grad, alpha=1 - b1)
+            v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+            denom = (v / (1 - b2**self.t)).sqrt() + self.eps
+            p.sub_(self.lr * (m / (1 - b1**self.t)) / denom)
+
+
+class SignSGD(torch.optim.Optimizer):
+    """Subclassing torch.optim.Optimizer works too; lr has no default here."""
+
+    def __init__(self, params, lr):
+        super().__init__(params, {"lr": lr})
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.sub_(group["lr"] * p.grad.sign())
 
 
 def assert_same(points: np.ndarray, reference: torch.Tensor) -> None:
@@ -287,6 +338,95 @@ def test_playground_mimebundle_has_widget_and_static_fallback():
     assert png.startswith(b"\x89PNG") and png == pg.image.value
 
 
+@pytest.mark.parametrize("optimizer", ["SGD", "Nesterov", "Adam"])
+def test_gradient_noise_is_the_same_noise_torch_optim_sees(optimizer):
+    start, hp = SURFACES["quadratic"].start, default_hparams(optimizer, "quadratic")
+    path = run_optimizer("quadratic", optimizer, steps=60, noise=1.5, seed=7)
+    assert_same(path.points, torch_iterates("quadratic", optimizer, start, 60, hp, noise=1.5, seed=7))
+    exact = run_optimizer("quadratic", optimizer, steps=60)
+    assert_same(exact.points, torch_iterates("quadratic", optimizer, start, 60, hp))
+    assert not np.array_equal(path.points, exact.points)
+    again = run_optimizer("quadratic", optimizer, steps=60, noise=1.5, seed=7)
+    other = run_optimizer("quadratic", optimizer, steps=60, noise=1.5, seed=8)
+    np.testing.assert_array_equal(again.points, path.points)
+    assert not np.array_equal(other.points, path.points)
+    with pytest.raises(ValueError, match="noise must be a finite number >= 0"):
+        run_optimizer("quadratic", optimizer, noise=-1.0)
+
+
+def test_noise_leaves_sgd_at_a_floor_and_takes_nesterovs_edge():
+    """GD converges; noisy gradients (SGD) stall at a noise floor. Nesterov's edge over momentum goes."""
+
+    def floor(optimizer, noise, hp):  # mean loss over the last 50 of 200 steps, over 8 noise seeds
+        return np.mean(
+            [
+                run_optimizer("quadratic", optimizer, steps=200, hparams=hp, noise=noise, seed=s).losses[-50:]
+                for s in range(8)
+            ]
+        )
+
+    assert floor("SGD", 0.0, {}) < 1e-8 and floor("SGD", 1.0, {}) > 1e-2
+    hp = {"lr": 0.05, "momentum": 0.9}
+    assert floor("Momentum", 0.0, hp) > 100 * floor("Nesterov", 0.0, hp)  # exact gradients: Nesterov wins
+    assert floor("Nesterov", 1.0, hp) > 0.5 * floor("Momentum", 1.0, hp)  # noisy: no better
+
+
+def test_momentum_beats_plain_gd_on_the_quadratic_with_the_defaults():
+    gd = run_optimizer("quadratic", "SGD")
+    for name in ("Momentum", "Nesterov"):
+        assert run_optimizer("quadratic", name).losses[-1] < 1e-3 * gd.losses[-1], name
+    assert default_hparams("Momentum", "quadratic") == {"lr": 0.05, "momentum": 0.6}
+    assert default_hparams("Momentum", "rosenbrock")["momentum"] == 0.9  # torch's default elsewhere
+
+
+def test_your_own_optimizer_class_runs_like_torch_optim():
+    hp = {"lr": 0.05, "betas": (0.8, 0.99), "eps": 1e-6}
+    mine = run_optimizer("himmelblau", MyAdam, start=(1.0, -2.0), steps=60, hparams=hp, noise=0.5)
+    ref = torch_iterates("himmelblau", "Adam", (1.0, -2.0), 60, hp, noise=0.5)
+    np.testing.assert_allclose(mine.points, ref.numpy(), rtol=0, atol=1e-12)
+    assert mine.optimizer == "MyAdam"
+    spec = custom_optimizer("mine", MyAdam)
+    assert spec.like == "Adam" and [h.name for h in spec.hparams] == ["lr", "beta1", "beta2", "eps"]
+    assert default_hparams(spec, "rosenbrock")["lr"] == SURFACES["rosenbrock"].lr["Adam"]
+    sign = custom_optimizer("sign", SignSGD, like="SGD")
+    assert [h.name for h in sign.hparams] == ["lr"] and default_hparams(sign, "saddle")["lr"] == 0.1
+    path = run_optimizer("quadratic", sign, steps=3, hparams={"lr": 0.1})
+    np.testing.assert_allclose(
+        path.points[1] - path.points[0], [0.1, -0.1]
+    )  # sign step, (x, y) = (-4.5, 1.5)
+    with pytest.raises(TypeError, match="step\\(\\) and zero_grad\\(\\)"):
+        custom_optimizer("bad", dict)
+    with pytest.raises(ValueError, match="like='adam' is not a built-in"):
+        custom_optimizer("mine", MyAdam, like="adam")
+
+
+def test_playground_runs_your_optimizer_next_to_torch():
+    pg = Playground("quadratic", ["Adam"], steps=40, extra={"mine": MyAdam})
+    assert pg.selected == ["Adam", "mine"] and list(pg.optimizers)[-1] == "mine"
+    np.testing.assert_allclose(pg.paths["mine"].points, pg.paths["Adam"].points, rtol=0, atol=1e-12)
+    assert_same(drawn_path(pg, "Adam"), torch_iterates("quadratic", "Adam", SURFACES["quadratic"].start, 40,
+                                                       pg.hparams("Adam")))  # fmt: skip
+    assert "mine: (" in pg.status.value
+    pg.sliders["mine"]["beta1"].value = 0.5
+    assert pg.hparams("mine")["betas"][0] == 0.5
+    assert not np.array_equal(pg.paths["mine"].points, pg.paths["Adam"].points)
+    pg.noise.value = 2.0  # the common noise slider reaches every optimiser, yours included
+    ref = torch_iterates("quadratic", "Adam", SURFACES["quadratic"].start, 40, pg.hparams("Adam"), noise=2.0)
+    assert_same(pg.paths["Adam"].points, ref)
+    assert pg.paths["mine"].hparams["betas"][0] == 0.5
+    with pytest.raises(ValueError, match="clashes with a built-in"):
+        Playground("quadratic", extra={"Adam": MyAdam})
+
+
+def test_a_failing_optimizer_class_is_reported_not_raised():
+    class Broken(MyAdam):
+        def step(self):
+            raise RuntimeError("my step is broken")
+
+    pg = Playground("saddle", ["SGD"], steps=5, extra={"broken": Broken})
+    assert "broken" in pg.errors and "my step is broken" in pg.status.value and "SGD" in pg.paths
+
+
 # ----------------------------------------------------------------------------- quiz
 
 
@@ -386,5 +526,5 @@ def test_notebook_runs_headless_with_static_fallbacks(tmp_path):
         for o in c["outputs"]
         if "application/vnd.jupyter.widget-view+json" in o.get("data", {})
     ]
-    assert len(widget_outputs) == 2  # playground and quiz
+    assert len(widget_outputs) == 3  # playground, the one with your optimiser, and the quiz
     assert all(base64.b64decode(o["data"]["image/png"]).startswith(b"\x89PNG") for o in widget_outputs)
