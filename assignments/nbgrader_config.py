@@ -1,12 +1,35 @@
 """nbgrader settings for the course's graded lab (this folder is the nbgrader course root).
 
-Run nbgrader from this folder, or use ``python -m autograder`` from the repository root,
-which also restores stripped metadata, runs the hidden checks and writes the reports.
+Every way of autograding goes through the steps configured here: formgrader's Autograde
+button, ``nbgrader autograde`` run from this folder, and ``python -m autograder grade``.
+They restore stripped metadata, run the hidden checks in a jail and judge them outside it,
+run the notebook in a jailed kernel, and reconcile the marks (see autograder/preprocessors.py).
+The limits come from autograder/settings.py, the one place they are defined.
 """
 
+import sys
 from pathlib import Path
 
+from nbconvert.preprocessors import ClearMetadataPreprocessor
+from nbgrader.preprocessors import (
+    AssignLatePenalties,
+    CheckCellMetadata,
+    ClearOutput,
+    DeduplicateIds,
+    IgnorePattern,
+    LimitOutput,
+    OverwriteCells,
+    OverwriteKernelspec,
+    SaveAutoGrades,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the grader lives beside the course
+from autograder import settings  # noqa: E402
+from autograder.preprocessors import HiddenChecks, JailedExecute, Reconcile  # noqa: E402
+from autograder.repair import RepairMetadata  # noqa: E402
+
 c = get_config()  # noqa: F821 - injected by nbgrader/traitlets
+limits = settings.limits()
 
 c.CourseDirectory.root = str(Path(__file__).resolve().parent)
 c.CourseDirectory.course_id = "optimizers-course"  # the exchange (JupyterHub) files releases under it
@@ -15,9 +38,29 @@ c.CourseDirectory.course_id = "optimizers-course"  # the exchange (JupyterHub) f
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 
-# Grading: a cell gets at most this many seconds (an endless loop ends as an error in that
-# cell, the rest of the notebook still runs) and at most 1000 lines of output.
-c.Execute.timeout = 60
+# Grading, in nbgrader's own autograde.
+c.Autograde.sanitize_preprocessors = [
+    ClearOutput,
+    RepairMetadata,
+    DeduplicateIds,
+    OverwriteKernelspec,
+    OverwriteCells,
+    CheckCellMetadata,
+]
+c.Autograde.autograde_preprocessors = [
+    HiddenChecks,
+    JailedExecute,
+    IgnorePattern,
+    ClearMetadataPreprocessor,
+    LimitOutput,
+    SaveAutoGrades,
+    Reconcile,
+    AssignLatePenalties,
+    CheckCellMetadata,
+]
+# A cell gets at most this long (an endless loop ends as an error in that cell, the rest of the
+# notebook still runs), and at most 1000 lines of output (bytes are capped by JailedExecute).
+c.Execute.timeout = limits.cell_timeout
 c.Execute.interrupt_on_timeout = True
 c.LimitOutput.max_lines = 1000
 c.LimitOutput.max_traceback = 100

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import nbformat
 from nbformat import NotebookNode
+from nbgrader.preprocessors import NbGraderPreprocessor
 
-from autograder import spec
+from autograder import settings, spec
 
 MAX_NOTEBOOK_BYTES = 20 * 2**20
 
@@ -50,6 +51,11 @@ def load_notebook(path: str | Path) -> NotebookNode:
         raise InvalidNotebook(
             f"the notebook could not be read ({type(exc).__name__}: {str(exc)[:120]})"
         ) from None
+    return normalize(nb)
+
+
+def normalize(nb: NotebookNode) -> NotebookNode:
+    """Keep only well-formed cells, with string sources and no outputs."""
     cells = []
     for cell in nb.cells:
         if not isinstance(cell, dict) or cell.get("cell_type") not in ("code", "markdown", "raw"):
@@ -200,3 +206,25 @@ def identify(notebook_text: str) -> str | None:
     hits = [name for name, nb in spec.NOTEBOOKS.items()
             if (f"def {nb.symbol}(" if nb.kind == "function" else f"class {nb.symbol}") in notebook_text]  # fmt: skip
     return hits[0] if len(hits) == 1 else None
+
+
+class RepairMetadata(NbGraderPreprocessor):
+    """nbgrader sanitize step: restore the release's metadata on a submission before OverwriteCells.
+
+    Its notes (what was restored) travel in the notebook's metadata to the report."""
+
+    def preprocess(self, nb: NotebookNode, resources: dict) -> tuple[NotebookNode, dict]:
+        notebook = spec.NOTEBOOKS.get(resources.get("nbgrader", {}).get("notebook"))
+        if notebook is None:
+            return nb, resources
+        from nbgrader.coursedir import CourseDirectory
+
+        coursedir = CourseDirectory(config=self.config)
+        released = Path(coursedir.format_path(coursedir.release_directory, ".", resources["nbgrader"]["assignment"]))
+        path = released / f"{notebook.name}.ipynb"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: run `python -m autograder release` (or nbgrader "
+                                    "generate_assignment) before autograding")  # fmt: skip
+        fixed, notes = repair(normalize(nb), nbformat.read(path, as_version=4), notebook)
+        fixed.metadata[settings.RESULT_KEY] = {"repair_notes": notes}
+        return fixed, resources

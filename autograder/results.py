@@ -68,7 +68,9 @@ class NotebookResult:
 
     @classmethod
     def from_dict(cls, data: dict) -> NotebookResult:
-        parts = {name: PartResult(**part) for name, part in data.get("parts", {}).items()}
+        stored = data.get("parts", {})
+        order = [p.name for p in spec.notebook(data["name"]).parts]  # JSON on disk sorts keys
+        parts = {name: PartResult(**stored[name]) for name in sorted(stored, key=lambda n: (n not in order, order.index(n) if n in order else 0))}
         return cls(**{**data, "parts": parts})
 
     @classmethod
