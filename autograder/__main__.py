@@ -1,127 +1,166 @@
-"""``python -m autograder``: the instructor's commands (see assignments/INSTRUCTOR.md)."""
+"""``python -m autograder``: the instructor's commands (see assignments/INSTRUCTOR.md).
+
+A thin driver over nbgrader's own autograde (configured in assignments/nbgrader_config.py):
+it adds workers (Dask), upload layouts and reports. Formgrader's Autograde button and
+``nbgrader autograde`` grade with exactly the same steps.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
-from autograder import pipeline, spec
-from autograder.hidden import REPO_ROOT
+from autograder import settings, spec
+from autograder.results import fmt
+
+COMMANDS = "release | collect | grade | report | export | run | check"
 
 
-def _options(args: argparse.Namespace) -> pipeline.Options:
-    return pipeline.Options(
-        workers=args.workers, cell_timeout=args.cell_timeout, notebook_timeout=args.notebook_timeout,
-        part_timeout=args.part_timeout, device=args.device,
-    )  # fmt: skip
+def release(root: Path) -> list[Path]:
+    """``nbgrader generate_assignment``, then the leak check of the student version."""
+    from autograder.leaks import release_problems
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(settings.REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", settings.ASSIGNMENT, "--force"],
+                          cwd=root, env=env, capture_output=True, text=True)  # fmt: skip
+    if proc.returncode != 0:
+        raise SystemExit(f"error: nbgrader generate_assignment failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+    problems = release_problems(root)
+    if problems:
+        raise SystemExit("error: the release is not safe to hand out:\n  - " + "\n  - ".join(problems))
+    return sorted((root / "release" / settings.ASSIGNMENT).glob("*.ipynb"))
+
+
+def _grade(args: argparse.Namespace, students: list[str] | None = None) -> int:
+    from autograder.grade import grade_class
+    from autograder.results import load_class
+
+    root = args.course
+    if not (root / "gradebook.db").exists() or not (root / "release" / settings.ASSIGNMENT).exists():
+        release(root)
+    folder = root / "submitted"
+    everyone = sorted(p.name for p in folder.iterdir() if (p / settings.ASSIGNMENT).is_dir()) if folder.exists() else []
+    students = students or everyone
+    if not students:
+        raise SystemExit(f"error: nothing to grade in {folder}: run `python -m autograder collect DIR` first")
+    problems = grade_class(root, students, workers=args.workers, scheduler=args.scheduler)
+    for student, result in load_class(root, students).items():
+        parts = ", ".join(f"{n}: {fmt(r.score)}/{fmt(r.max_score)} {r.status}" for n, r in result.notebooks.items())
+        flag = f"  !! {problems[student]}" if student in problems else ""
+        print(f"{student}: {fmt(result.score)}/{result.max_score} ({parts}){flag}")
+    if settings.unconfined():
+        print("WARNING: graded --unconfined: student code ran with your permissions, outside the jail")
+    return 1 if problems else 0
+
+
+def _report(root: Path) -> None:
+    from autograder import report
+    from autograder.results import load_class
+
+    results = load_class(root)
+    paths = report.feedback(root, results)
+    page = report.class_page(root, results, root / "reports")
+    print(f"wrote {len(paths)} feedback report(s) under {root / 'feedback'} and the class page {page}")
+
+
+def _check(path: Path, device: str | None) -> int:
+    from autograder.checks import run_checks
+    from autograder.repair import defines, identify, load_notebook
+
+    nb_file = load_notebook(path)
+    name = path.name.split(".ipynb")[0]
+    if name not in spec.NOTEBOOKS:
+        name = identify("\n".join(c.source for c in nb_file.cells)) or name
+    notebook = spec.notebook(name)
+    source = next((c.source for c in nb_file.cells if c.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+                   == notebook.solution_id), None)  # fmt: skip
+    if source is None:  # metadata stripped: the cell that defines the symbol
+        source = next((c.source for c in nb_file.cells if c.cell_type == "code" and defines(c.source, notebook.symbol)), None)
+    verdicts = run_checks({name: source}, device=device)[name]
+    print(json.dumps({part: vars(v) for part, v in verdicts.items()}, indent=1))
+    return 0 if all(v.passed for v in verdicts.values()) else 1
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m autograder", description=f"The lab's grader: {COMMANDS}.")
+    p.add_argument("--course", type=Path, default=settings.COURSE_ROOT, help="the nbgrader course directory")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("release", help="nbgrader generate_assignment, then check that nothing secret leaked")
+    collect = sub.add_parser("collect", help="import downloaded uploads into submitted/")
+    collect.add_argument("folder", type=Path, help="a folder per student, or flat files from a form or LMS")
+    collect.add_argument("--pattern", help="forms, canvas, moodle, or a regex with (?P<student>...) and (?P<notebook>...)")
+    grading = argparse.ArgumentParser(add_help=False)
+    limits = settings.Limits()
+    grading.add_argument("--workers", type=int, default=2, help="Dask workers started here (default 2)")
+    grading.add_argument("--scheduler", help="grade on this Dask cluster, e.g. tcp://host:8786 (or DASK_SCHEDULER_ADDRESS)")
+    grading.add_argument("--cell-timeout", type=int, help=f"seconds per notebook cell (default {limits.cell_timeout})")
+    grading.add_argument("--notebook-timeout", type=int, help=f"seconds per notebook (default {limits.notebook_timeout})")
+    grading.add_argument("--part-timeout", type=float, help=f"seconds per hidden check (default {limits.part_timeout:g})")
+    grading.add_argument("--device", choices=["cpu", "cuda"], help="hidden checks' device (default: cuda if available)")
+    grading.add_argument("--unconfined", action="store_true", help="run student code WITHOUT the jail (every report says so)")
+    grade = sub.add_parser("grade", parents=[grading], help="autograde every collected submission")
+    grade.add_argument("students", nargs="*", help="only these student ids")
+    sub.add_parser("report", help="feedback HTML per student, and the class page")
+    sub.add_parser("feedback", help="the same as report")
+    export = sub.add_parser("export", help="write the grades as CSV (from the gradebook)")
+    export.add_argument("--csv", type=Path, default=Path("grades.csv"))
+    run = sub.add_parser("run", parents=[grading], help="release, collect, grade, report and export in one go")
+    run.add_argument("folder", type=Path)
+    run.add_argument("--csv", type=Path, default=Path("grades.csv"))
+    run.add_argument("--pattern")
+    check = sub.add_parser("check", help="run the hidden checks on one notebook file and print the verdicts")
+    check.add_argument("notebook", type=Path)
+    check.add_argument("--device", choices=["cpu", "cuda"])
+    return p
+
+
+def _apply(args: argparse.Namespace) -> None:
+    """Grading options become the environment that nbgrader and the workers read (settings.py)."""
+    for name in ("cell_timeout", "notebook_timeout", "part_timeout", "device"):
+        value = getattr(args, name, None)
+        if value is not None:
+            os.environ[f"AUTOGRADER_{name.upper()}"] = str(value)
+    if getattr(args, "unconfined", False):
+        os.environ["AUTOGRADER_UNCONFINED"] = "1"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m autograder", description="Release, collect, grade and report the lab."
-    )
-    parser.add_argument(
-        "--course", type=Path, default=REPO_ROOT / "assignments", help="the nbgrader course directory"
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("release", help="nbgrader generate_assignment, then check that nothing secret leaked")
-    p_collect = sub.add_parser("collect", help="import downloaded submissions into submitted/")
-    p_collect.add_argument("folder", type=Path, help="a folder per student, or flat files from a form or LMS")
-    p_collect.add_argument("--pattern", help=f"a preset ({', '.join(pipeline.PATTERNS)}) or a regex with "
-                           "(?P<student>...) and (?P<notebook>...) groups, matched on file names without .ipynb")  # fmt: skip
-    grading = argparse.ArgumentParser(add_help=False)
-    grading.add_argument("--workers", type=int, default=2, help="students graded in parallel (default 2)")
-    grading.add_argument(
-        "--cell-timeout", type=int, default=60, help="seconds per notebook cell (default 60)"
-    )
-    grading.add_argument(
-        "--notebook-timeout", type=int, default=300, help="seconds per notebook (default 300)"
-    )
-    grading.add_argument(
-        "--part-timeout", type=float, default=30.0, help="seconds per hidden check (default 30)"
-    )
-    grading.add_argument(
-        "--device", choices=["cpu", "cuda"], help="hidden checks' device (default: cuda if available)"
-    )
-    p_grade = sub.add_parser("grade", parents=[grading], help="autograde every collected submission")
-    p_grade.add_argument("students", nargs="*", help="only these student ids")
-    sub.add_parser("feedback", help="an HTML report per student under feedback/")
-    p_export = sub.add_parser("export", help="write the grades as CSV")
-    p_export.add_argument("--csv", type=Path, default=Path("grades.csv"))
-    p_run = sub.add_parser(
-        "run", parents=[grading], help="release, collect, grade, feedback and export in one go"
-    )
-    p_run.add_argument("folder", type=Path)
-    p_run.add_argument("--csv", type=Path, default=Path("grades.csv"))
-    p_run.add_argument("--pattern")
-    p_check = sub.add_parser(
-        "check", help="run the hidden checks on one notebook file and print the verdicts"
-    )
-    p_check.add_argument("notebook", type=Path)
-    p_check.add_argument("--device", choices=["cpu", "cuda"])
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
+    args.course = args.course.resolve()
+    _apply(args)
+    if args.command == "check":
+        return _check(args.notebook, args.device)
+    if not (args.course / "nbgrader_config.py").exists():
+        raise SystemExit(f"error: {args.course} is not an nbgrader course directory (no nbgrader_config.py)")
+    from autograder import collect, report
 
-    try:
-        if args.command == "check":
-            return _check(args)
-        course = pipeline.Course(args.course)
-        if args.command == "release":
-            for path in pipeline.release(course):
-                print(f"released {path}")
-            print("release checked: no solutions or hidden tests in the student version")
-        elif args.command == "collect":
-            summary = pipeline.collect(course, args.folder, args.pattern)
-            print(f"collected {summary['files']} notebook(s) from {len(summary['students'])} student(s)")
-            for line in summary["skipped"]:
-                print(f"skipped: {line}", file=sys.stderr)
-        elif args.command == "grade":
-            results = pipeline.grade(course, _options(args), args.students or None)
-            for student, result in results.items():
-                statuses = ", ".join(
-                    f"{n}: {_f(r['score'])}/{r['max_score']} {r['status']}"
-                    for n, r in result["notebooks"].items()
-                )
-                print(f"{student}: {_f(result['score'])}/{result['max_score']} ({statuses})")
-        elif args.command == "feedback":
-            paths = pipeline.feedback(course)
-            print(f"wrote {len(paths)} report(s) under {course.feedback}")
-        elif args.command == "export":
-            print(f"wrote {pipeline.export(course, args.csv)}")
-        elif args.command == "run":
-            print(f"wrote {pipeline.run(course, args.folder, args.csv, args.pattern, _options(args))}")
-    except pipeline.PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    if args.command == "release":
+        for path in release(args.course):
+            print(f"released {path}")
+        print("release checked: no solutions or hidden tests in the student version")
+    elif args.command in ("collect", "run"):
+        if args.command == "run":
+            release(args.course)
+        summary = collect.collect(args.course, args.folder, args.pattern)
+        print(f"collected {summary.files} notebook(s) from {len(summary.students)} student(s)")
+        for line in summary.skipped:
+            print(f"skipped: {line}", file=sys.stderr)
+        if args.command == "run":
+            code = _grade(args, summary.students)
+            _report(args.course)
+            print(f"wrote {report.export_csv(args.course, args.csv)}")
+            return code
+    elif args.command == "grade":
+        return _grade(args, args.students or None)
+    elif args.command in ("report", "feedback"):
+        _report(args.course)
+    elif args.command == "export":
+        print(f"wrote {report.export_csv(args.course, args.csv)}")
     return 0
-
-
-def _f(x: float) -> str:
-    return pipeline._fmt(x)
-
-
-def _check(args: argparse.Namespace) -> int:
-    from autograder.hidden import run_checks
-    from autograder.repair import load_notebook, solution_source
-
-    nb_file = load_notebook(args.notebook)
-    name = args.notebook.name.split(".ipynb")[0]
-    if name not in spec.NOTEBOOKS:
-        from autograder.repair import identify
-
-        name = identify("\n".join(c.source for c in nb_file.cells)) or name
-    nb = spec.notebook(name)
-    source = solution_source(nb_file, nb)
-    if source is None:  # metadata stripped: take the cell that defines the symbol
-        from autograder.repair import defines
-
-        source = next(
-            (c.source for c in nb_file.cells if c.cell_type == "code" and defines(c.source, nb.symbol)), None
-        )
-    verdicts = run_checks(name, source, device=args.device)
-    print(json.dumps(verdicts, indent=1))
-    return 0 if all(v["passed"] for v in verdicts.values()) else 1
 
 
 if __name__ == "__main__":

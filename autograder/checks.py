@@ -71,7 +71,7 @@ def run_checks(
     on_verdict: Callable[[str, Verdict], None] | None = None,
 ) -> dict[str, dict[str, Verdict]]:
     """A verdict per notebook and part for the solution cells ``{notebook: source}``."""
-    device = resolve_device(device)
+    device = resolve_device(device or settings.device())
     seed = settings.seed() if seed is None else int(seed)
     limits = limits or settings.limits()
     label = device_label(device)

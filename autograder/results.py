@@ -113,7 +113,11 @@ def load_student(course_root: Path, student: str) -> StudentResult:
     root = Path(course_root)
     notebooks = {}
     scores = _gradebook_scores(root, student)
+    crash = root / "autograded" / student / settings.ASSIGNMENT / "crashed.txt"
     for name in spec.NOTEBOOKS:
+        if crash.exists():
+            notebooks[name] = NotebookResult.empty(name, "crashed", crash.read_text())
+            continue
         submitted = root / "submitted" / student / settings.ASSIGNMENT / f"{name}.ipynb"
         graded = root / "autograded" / student / settings.ASSIGNMENT / f"{name}.ipynb"
         if not submitted.exists():

@@ -68,6 +68,11 @@ def unconfined() -> bool:
     return os.environ.get("AUTOGRADER_UNCONFINED", "") == "1"
 
 
+def device() -> str | None:
+    """The hidden checks' device when the instructor chose one (``--device``); None: the GPU if any."""
+    return os.environ.get("AUTOGRADER_DEVICE") or None
+
+
 def scratch_root() -> Path:
     """Where private per-submission folders are made (``$AUTOGRADER_SCRATCH`` or the temp dir)."""
     return Path(os.environ.get("AUTOGRADER_SCRATCH") or tempfile.gettempdir())
