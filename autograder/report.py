@@ -1,0 +1,303 @@
+"""The report stage: feedback per student, the class at a glance, and the grades as CSV.
+
+Everything here reads typed results (:mod:`autograder.results`) or the gradebook, and
+renders with Jinja2 templates (``autograder/templates/``). Nothing a student wrote is
+rendered unescaped, and no line of the grader's own code reaches a report.
+
+The class page answers "what should I reteach?": the score distribution per notebook,
+how many students made each diagnosed mistake (:data:`MISTAKES`, read off the hidden
+checks' messages), and the parts most often failed.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+from nbgrader.api import Gradebook, MissingEntry
+from nbgrader.plugins.export import ExportPlugin
+
+from autograder import settings, spec
+from autograder.results import NotebookResult, StudentResult, fmt
+
+TEMPLATES = Path(__file__).with_name("templates")
+_GRADER_LINE = re.compile(r"autograder|harness_|HIDDEN TESTS|BEGIN SOLUTION|END SOLUTION")
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A misconception, recognised from one part's hidden-check message.
+
+    ``pattern`` is searched in the message of ``part`` when that part lost marks; ``test``,
+    when given, must also hold for the match; every part in ``passed`` must have full marks.
+    """
+
+    label: str
+    notebook: str
+    part: str
+    pattern: str
+    reteach: str
+    test: Callable[[re.Match], bool] | None = None
+    passed: tuple[str, ...] = ()
+    status: str = "failed"
+
+
+def _ratio(m: re.Match) -> float:
+    return float(m["ratio"])
+
+
+_FIRST_STEP = r"first step \(lr=(?P<lr>[\d.e-]+)\), parameter 0 is off by up to (?P<off>[\d.e+-]+)"
+# Without bias correction Adam's first step (default betas) is (1 - 0.9) / sqrt(1 - 0.999) = 3.16 lr
+# long instead of lr, so every parameter ends up 2.16 lr away from torch.optim.Adam's.
+_NO_CORRECTION = (1 - 0.9) / (1 - 0.999) ** 0.5 - 1
+_GRADIENT = r"accumulation_steps=(?P<k>\d+) .*your gradient is (?P<ratio>[-\d.e+]+)x the expected one"
+
+# The mistakes autograder/solutions.py's known-wrong answers make, as the judge words them
+# (autograder/judge.py). One submission can show several; each counts once per student.
+MISTAKES: tuple[Mistake, ...] = (
+    Mistake("gradients zeroed every batch", "accumulation", "group_gradient", _GRADIENT,
+            "zero_grad() belongs after optimizer.step(), so a group's gradients add up",
+            test=lambda m: _ratio(m) < 0.95),  # only the last batch's gradient reaches the step
+    Mistake("losses not divided by the group size", "accumulation", "group_gradient", _GRADIENT,
+            "divide each batch's loss by the group size before backward()",
+            test=lambda m: abs(_ratio(m) - int(m["k"])) < 0.05 * int(m["k"])),  # k times too large
+    Mistake("no step for the final partial group", "accumulation", "partial_group", r"no final optimizer step",
+            "when the batches run out mid-group, step once more"),
+    Mistake("not one returned loss per optimizer step", "accumulation", "losses", r"returned \d+ losses; expected",
+            "return one loss per optimizer step, the partial group's included"),
+    Mistake("returned losses are not the group means", "accumulation", "losses", r"loss \d+ you returned is",
+            "return the mean of the unscaled batch losses of each group"),
+    Mistake("no bias correction", "adam", "first_step", _FIRST_STEP,
+            "m_hat = m / (1 - beta1**t) and v_hat = v / (1 - beta2**t); without them step 1 is 3.16x too long",
+            test=lambda m: abs(float(m["off"]) / float(m["lr"]) - _NO_CORRECTION) < 0.02 * _NO_CORRECTION),
+    Mistake("t counted per parameter", "adam", "first_step", r"parameter [1-9]\d* is off by",
+            "t advances once per step() call, shared by every parameter"),
+    Mistake("bias correction with t = 0", "adam", "first_step", r"contains NaN or inf",
+            "t must be 1 on the first step: increment it before the update"),
+    Mistake("eps inside the square root", "adam", "many_steps", r"with \{.*'eps'",
+            "the denominator is sqrt(v_hat) + eps, not sqrt(v_hat + eps)", passed=("first_step",)),
+    Mistake("zero_grad allocates new tensors", "adam", "zero_grad", r"new gradient tensors|newly allocated",
+            "set param.grad = None (or zero it in place)"),
+    Mistake("parameters read from a used-up generator", "adam", "generator", r"never changed the parameters",
+            "list(model_params) once, before building the state", passed=("first_step",)),
+    Mistake("state not on the parameter's device or dtype", "adam", "device_state", r"your optimizer keeps",
+            "create m and v with torch.zeros_like(param)"),
+    Mistake("delegated to torch's Adam", "adam", "first_step", r"", "write the update with tensor operations",
+            status="disallowed"),
+)  # fmt: skip
+
+
+def public(text: str) -> str:
+    """``text`` without any line that shows the grader's code (hidden tests, harness frames)."""
+    lines = text.splitlines()
+    kept = [line for line in lines if not _GRADER_LINE.search(line)]
+    return "\n".join(
+        kept + (["(a line from the grader's code is not shown)"] if len(kept) < len(lines) else [])
+    )
+
+
+def diagnose(result: NotebookResult) -> list[Mistake]:
+    """The mistakes of :data:`MISTAKES` that one graded notebook shows."""
+    found = []
+    for mistake in MISTAKES:
+        part = result.parts.get(mistake.part)
+        if (
+            mistake.notebook != result.name
+            or part is None
+            or part.full_marks
+            or part.status != mistake.status
+        ):
+            continue
+        match = re.search(mistake.pattern, part.message, re.DOTALL)
+        if match is None or (mistake.test is not None and not mistake.test(match)):
+            continue
+        if all(result.parts[p].full_marks for p in mistake.passed if p in result.parts):
+            found.append(mistake)
+    return found
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["fmt"] = fmt
+    env.filters["public"] = public
+    return env
+
+
+def feedback(course_root: Path, results: dict[str, StudentResult]) -> list[Path]:
+    """One HTML report per student at ``feedback/<student>/<assignment>/report.html``; the paths."""
+    template = _environment().get_template("feedback.html.j2")
+    written = []
+    for student, result in sorted(results.items()):
+        path = Path(course_root) / "feedback" / student / settings.ASSIGNMENT / "report.html"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(template.render(assignment=settings.ASSIGNMENT, result=result))
+        written.append(path)
+    return written
+
+
+@dataclass
+class ClassSummary:
+    """What the class page shows, counted from the typed results."""
+
+    students: int
+    scores: dict[str, Counter]  # notebook -> score -> students (graded notebooks)
+    missing: dict[str, int]  # notebook -> students who did not submit it
+    mistakes: list[tuple[Mistake, int, int]]  # mistake, students who made it, students who submitted
+    failed_parts: list[tuple[str, str, int, int]]  # notebook, part, students who lost marks, submitted
+
+
+def summarize(results: dict[str, StudentResult]) -> ClassSummary:
+    """Count scores, diagnosed mistakes and failed parts over a class."""
+    scores = {name: Counter() for name in spec.NOTEBOOKS}
+    missing = dict.fromkeys(spec.NOTEBOOKS, 0)
+    made: Counter = Counter()
+    lost: Counter = Counter()
+    for result in results.values():
+        for name, nb in result.notebooks.items():
+            if nb.status == "not submitted":
+                missing[name] += 1
+                continue
+            scores[name][nb.score] += 1
+            made.update(m.label for m in diagnose(nb))
+            lost.update((name, p.name) for p in nb.parts.values() if not p.full_marks)
+    submitted = {name: sum(scores[name].values()) for name in spec.NOTEBOOKS}
+    mistakes = [(m, made[m.label], submitted[m.notebook]) for m in MISTAKES]
+    mistakes.sort(key=lambda row: -row[1])
+    failed = [
+        (n, p.name, lost[n, p.name], submitted[n]) for n, nb in spec.NOTEBOOKS.items() for p in nb.parts
+    ]
+    failed.sort(key=lambda row: -row[2])
+    return ClassSummary(len(results), scores, missing, mistakes, failed)
+
+
+def _png(figure) -> str:  # noqa: ANN001 - a matplotlib Figure
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _plots(summary: ClassSummary) -> dict[str, str]:
+    """The class page's figures, as base64 PNGs (drawn without pyplot, so no global state)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4 * len(spec.NOTEBOOKS), 3))
+    for ax, (name, nb) in zip(fig.subplots(1, len(spec.NOTEBOOKS), squeeze=False)[0], spec.NOTEBOOKS.items()):
+        marks = sorted(set(range(nb.max_score + 1)) | set(summary.scores[name]))
+        ax.bar([fmt(x) for x in marks], [summary.scores[name][x] for x in marks], color="#4c72b0")
+        ax.bar(["not\nsubmitted"], [summary.missing[name]], color="#999999")
+        ax.set(title=f"{name}.ipynb", xlabel="score", ylabel="students")
+        ax.yaxis.get_major_locator().set_params(integer=True)
+    figures = {"scores": _png(fig)}
+    for key, rows in (
+        ("mistakes", [(m.label, made, of) for m, made, of in summary.mistakes if made]),
+        ("parts", [(f"{n}: {p}", lost, of) for n, p, lost, of in summary.failed_parts if lost]),
+    ):
+        fig = Figure(figsize=(7, 0.4 * len(rows) + 1.2))
+        ax = fig.subplots()
+        ax.barh([r[0] for r in rows][::-1], [r[1] / max(r[2], 1) for r in rows][::-1], color="#c44e52")
+        ax.set(xlim=(0, 1), xlabel="share of the students who submitted the notebook")
+        if not rows:
+            ax.text(0.5, 0.5, "none in this class", ha="center", va="center", transform=ax.transAxes)
+        figures[key] = _png(fig)
+    return figures
+
+
+def write_class_csv(summary: ClassSummary, out: Path) -> Path:
+    """The class page's numbers: one row per (kind, notebook, item) with students and out of how many."""
+    with Path(out).open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["kind", "notebook", "item", "students", "of"])
+        for name in spec.NOTEBOOKS:
+            graded = sum(summary.scores[name].values())
+            for score in sorted(summary.scores[name]):
+                writer.writerow(["score", name, fmt(score), summary.scores[name][score], graded])
+            writer.writerow(["score", name, "not submitted", summary.missing[name], summary.students])
+        for mistake, made, of in summary.mistakes:
+            writer.writerow(["mistake", mistake.notebook, mistake.label, made, of])
+        for name, part, lost, of in summary.failed_parts:
+            writer.writerow(["failed part", name, part, lost, of])
+    return Path(out)
+
+
+def class_page(course_root: Path, results: dict[str, StudentResult], out: Path) -> Path:
+    """The class at a glance: ``out`` (HTML with embedded plots) and the same numbers in ``out``.csv."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    summary = summarize(results)
+    csv_path = write_class_csv(summary, out.with_suffix(".csv"))
+    html = _environment().get_template("class.html.j2").render(
+        course=_course_name(Path(course_root)), assignment=settings.ASSIGNMENT, summary=summary,
+        plots=_plots(summary), csv_name=csv_path.name,
+        unconfined=sorted(s for s, r in results.items() if not r.confined),
+    )  # fmt: skip
+    out.write_text(html)
+    return out
+
+
+def _course_name(root: Path) -> str:
+    try:
+        return settings.course_id(root)
+    except Exception:  # no readable nbgrader_config.py: the folder's name will do
+        return root.name
+
+
+class LabCsvExport(ExportPlugin):
+    """nbgrader export plugin: the lab's grades, one row per student with a column per notebook.
+
+    ``nbgrader export --exporter=autograder.report.LabCsvExport --to grades.csv`` from the course
+    folder; marks come from the gradebook, so manual grades in formgrader count."""
+
+    def export(self, gradebook: Gradebook) -> None:
+        """Write the CSV to ``self.to`` (default grades.csv)."""
+        wanted = {str(s) for s in self.student}
+        dest = Path(self.to or "grades.csv")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        self.log.info("Exporting the lab's grades to %s", dest)
+        with dest.open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["student_id", *spec.NOTEBOOKS, "total", "max_score"])
+            for student in sorted(s.id for s in gradebook.students):
+                if wanted and student not in wanted:
+                    continue
+                scores = _notebook_scores(gradebook, student)
+                if scores is not None:
+                    writer.writerow([student, *map(fmt, scores), fmt(sum(scores)), fmt(spec.MAX_SCORE)])
+
+
+def _notebook_scores(gradebook: Gradebook, student: str) -> list[float] | None:
+    """The student's score per lab notebook, or None if they have no submission of the lab."""
+    try:
+        gradebook.find_submission(settings.ASSIGNMENT, student)
+    except MissingEntry:
+        return None
+    scores = []
+    for name in spec.NOTEBOOKS:
+        try:
+            scores.append(float(gradebook.find_submission_notebook(name, settings.ASSIGNMENT, student).score))
+        except MissingEntry:
+            scores.append(0.0)
+    return scores
+
+
+def export_csv(course_root: Path, out: Path) -> Path:
+    """Run :class:`LabCsvExport` on ``course_root/gradebook.db``; the CSV's path."""
+    root = Path(course_root)
+    db = root / "gradebook.db"
+    if not db.exists():
+        raise FileNotFoundError(f"{db} does not exist: grade the class first (python -m autograder grade)")
+    with Gradebook(f"sqlite:///{db}", settings.course_id(root)) as gradebook:
+        LabCsvExport(to=str(out)).export(gradebook)
+    return Path(out)
