@@ -49,8 +49,14 @@ class Mistake:
     status: str = "failed"
 
 
-def _ratio(m: re.Match) -> float:
-    return float(m["ratio"])
+def _scaled_up(m: re.Match) -> bool:
+    """The group's gradient came out accumulation_steps times too large: the sum, not the mean.
+
+    Any other ratio means part of the group's gradient was lost on the way to the step, which
+    zeroing every batch does (the ratio is then one batch's share: about 1/k, or about 1 when the
+    losses were not divided either, as in the course material's answer)."""
+    k = int(m["k"])
+    return abs(float(m["ratio"]) - k) < 0.05 * k
 
 
 _FIRST_STEP = r"first step \(lr=(?P<lr>[\d.e-]+)\), parameter 0 is off by up to (?P<off>[\d.e+-]+)"
@@ -64,10 +70,10 @@ _GRADIENT = r"accumulation_steps=(?P<k>\d+) .*your gradient is (?P<ratio>[-\d.e+
 MISTAKES: tuple[Mistake, ...] = (
     Mistake("gradients zeroed every batch", "accumulation", "group_gradient", _GRADIENT,
             "zero_grad() belongs after optimizer.step(), so a group's gradients add up",
-            test=lambda m: _ratio(m) < 0.95),  # only the last batch's gradient reaches the step
+            test=lambda m: not _scaled_up(m)),  # only the last batch's gradient reached the step
     Mistake("losses not divided by the group size", "accumulation", "group_gradient", _GRADIENT,
             "divide each batch's loss by the group size before backward()",
-            test=lambda m: abs(_ratio(m) - int(m["k"])) < 0.05 * int(m["k"])),  # k times too large
+            test=_scaled_up),
     Mistake("no step for the final partial group", "accumulation", "partial_group", r"no final optimizer step",
             "when the batches run out mid-group, step once more"),
     Mistake("not one returned loss per optimizer step", "accumulation", "losses", r"returned \d+ losses; expected",

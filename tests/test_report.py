@@ -1,7 +1,8 @@
 """The report stage on a small graded class: feedback pages, the class page, the CSV export.
 
 The hidden-check messages below are the judge's real words for the known-wrong answers in
-autograder/solutions.py (copied from a run of autograder.checks.run_checks, seed 1234, CPU).
+autograder/solutions.py (copied from a run of autograder.checks.run_checks, seed 1234, CPU; the
+course material's answers from the class graded by nbgrader autograde in assignments/).
 """
 
 from __future__ import annotations
@@ -40,6 +41,18 @@ MESSAGES = {  # (notebook, part) -> the judge's message for one known-wrong answ
         "partial_group": "with 8 batches and accumulation_steps=3 the final partial group's gradient of parameter 0 "
         "is off by up to 0.206 (120 of 120 values) (it should be the gradient of the mean of that group's batch "
         "losses)",
+    },
+    "material_accumulation": {  # zeroes every batch and does not divide the losses either
+        "group_gradient": "with 8 batches and accumulation_steps=4 at the step after batch 4 the gradient of "
+        "parameter 0 is off by up to 0.175 (120 of 120 values) (your gradient is 1.12x the expected one)",
+        "losses": "with 8 batches and accumulation_steps=3 loss 0 you returned is 1.16076; the mean of that "
+        "group's batch losses is 1.70845",
+    },
+    "material_adam": {  # v from g**2 and m from g**2 too: no diagnosis of its own
+        "first_step": "after the first step (lr=0.01), parameter 0 is off by up to 0.0262 (26 of 30 values) "
+        "compared with torch.optim.Adam",
+        "zero_grad": "zero_grad() before any backward() gave parameters new gradient tensors; leave missing "
+        "gradients as None",
     },
     "loss_not_scaled": {
         "group_gradient": "with 8 batches and accumulation_steps=4 at the step after batch 4 the gradient of "
@@ -80,12 +93,14 @@ MESSAGES = {  # (notebook, part) -> the judge's message for one known-wrong answ
         "device_state": "with float64 parameters on cpu, your optimizer keeps a (6, 5) float32 tensor on cpu"
     },
 }
-NOTEBOOK_OF = {"zero_grad_every_batch": "accumulation", "loss_not_scaled": "accumulation",
+NOTEBOOK_OF = {"zero_grad_every_batch": "accumulation", "material_accumulation": "accumulation", "loss_not_scaled": "accumulation",
                "no_final_partial_step": "accumulation", "scaled_losses_returned": "accumulation"}  # fmt: skip
 DIAGNOSIS = {
     "no_bias_correction": {"no bias correction"},
     "zero_grad_every_batch": {"gradients zeroed every batch"},
     "loss_not_scaled": {"losses not divided by the group size"},
+    "material_accumulation": {"gradients zeroed every batch", "returned losses are not the group means"},
+    "material_adam": {"zero_grad allocates new tensors"},
     "no_final_partial_step": {
         "no step for the final partial group",
         "not one returned loss per optimizer step",
