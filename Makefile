@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: setup data chromium lab test bench lectures release grade student-edition lint clean help
+.PHONY: setup data bubblewrap chromium lab test bench lectures release grade student-edition lint clean help
 
 help:
 	@echo "make lab       set up (first time only) and open the lectures in JupyterLab"
@@ -26,7 +26,15 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
 	@touch $(STAMP)
 
-setup: $(STAMP) data
+setup: $(STAMP) data bubblewrap
+
+# The grader runs student code only inside a bubblewrap jail; install it when we can (CI runs as root).
+bubblewrap:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing Debian's bubblewrap for the grading jail ..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; \
+	  else echo "note: no bwrap; grading needs it (sudo apt-get install bubblewrap), or --unconfined"; fi; }
 
 data: $(STAMP)
 	@$(PY) -m course_utils.data fetch
@@ -59,10 +67,11 @@ SUBMISSIONS ?= submissions
 grade: setup
 	$(PY) -m autograder run $(SUBMISSIONS) --csv grades.csv
 
-# The public repository students open notebooks from (Colab badges, setup cells).
+# The public repository students open notebooks from (Colab badges, setup cells); a local git
+# repository (a path or file:// URL) tries the edition end to end without GitHub.
 STUDENT_REPO ?= https://github.com/optimizers-course/optimizers-in-pytorch-student
 student-edition: setup
-	$(PY) -m autograder.publish --repo $(STUDENT_REPO) $(if $(SOLUTIONS),--solutions)
+	$(PY) -m tools.student_edition --repo $(STUDENT_REPO) $(if $(SOLUTIONS),--solutions)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -24,11 +24,15 @@ def release(root: Path) -> list[Path]:
     """``nbgrader generate_assignment``, then the leak check of the student version."""
     from autograder.leaks import release_problems
 
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(settings.REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(settings.REPO_ROOT), os.environ.get("PYTHONPATH", "")])
+    )
     proc = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", settings.ASSIGNMENT, "--force"],
                           cwd=root, env=env, capture_output=True, text=True)  # fmt: skip
     if proc.returncode != 0:
-        raise SystemExit(f"error: nbgrader generate_assignment failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+        raise SystemExit(
+            f"error: nbgrader generate_assignment failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+        )
     problems = release_problems(root)
     if problems:
         raise SystemExit("error: the release is not safe to hand out:\n  - " + "\n  - ".join(problems))
@@ -43,13 +47,19 @@ def _grade(args: argparse.Namespace, students: list[str] | None = None) -> int:
     if not (root / "gradebook.db").exists() or not (root / "release" / settings.ASSIGNMENT).exists():
         release(root)
     folder = root / "submitted"
-    everyone = sorted(p.name for p in folder.iterdir() if (p / settings.ASSIGNMENT).is_dir()) if folder.exists() else []
+    everyone = (
+        sorted(p.name for p in folder.iterdir() if (p / settings.ASSIGNMENT).is_dir())
+        if folder.exists()
+        else []
+    )
     students = students or everyone
     if not students:
         raise SystemExit(f"error: nothing to grade in {folder}: run `python -m autograder collect DIR` first")
     problems = grade_class(root, students, workers=args.workers, scheduler=args.scheduler)
     for student, result in load_class(root, students).items():
-        parts = ", ".join(f"{n}: {fmt(r.score)}/{fmt(r.max_score)} {r.status}" for n, r in result.notebooks.items())
+        parts = ", ".join(
+            f"{n}: {fmt(r.score)}/{fmt(r.max_score)} {r.status}" for n, r in result.notebooks.items()
+        )
         flag = f"  !! {problems[student]}" if student in problems else ""
         print(f"{student}: {fmt(result.score)}/{result.max_score} ({parts}){flag}")
     if settings.unconfined():
@@ -79,9 +89,12 @@ def _check(path: Path, device: str | None) -> int:
     source = next((c.source for c in nb_file.cells if c.get("metadata", {}).get("nbgrader", {}).get("grade_id")
                    == notebook.solution_id), None)  # fmt: skip
     if source is None:  # metadata stripped: the cell that defines the symbol
-        source = next((c.source for c in nb_file.cells if c.cell_type == "code" and defines(c.source, notebook.symbol)), None)
+        source = next(
+            (c.source for c in nb_file.cells if c.cell_type == "code" and defines(c.source, notebook.symbol)),
+            None,
+        )
     verdicts = run_checks({name: source}, device=device)[name]
-    print(json.dumps({part: vars(v) for part, v in verdicts.items()}, indent=1))
+    print(json.dumps({part: {**vars(v), "passed": v.passed} for part, v in verdicts.items()}, indent=1))
     return 0 if all(v.passed for v in verdicts.values()) else 1
 
 
@@ -92,23 +105,39 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("release", help="nbgrader generate_assignment, then check that nothing secret leaked")
     collect = sub.add_parser("collect", help="import downloaded uploads into submitted/")
     collect.add_argument("folder", type=Path, help="a folder per student, or flat files from a form or LMS")
-    collect.add_argument("--pattern", help="forms, canvas, moodle, or a regex with (?P<student>...) and (?P<notebook>...)")
+    collect.add_argument(
+        "--pattern", help="forms, canvas, moodle, or a regex with (?P<student>...) and (?P<notebook>...)"
+    )
     grading = argparse.ArgumentParser(add_help=False)
     limits = settings.Limits()
     grading.add_argument("--workers", type=int, default=2, help="Dask workers started here (default 2)")
-    grading.add_argument("--scheduler", help="grade on this Dask cluster, e.g. tcp://host:8786 (or DASK_SCHEDULER_ADDRESS)")
-    grading.add_argument("--cell-timeout", type=int, help=f"seconds per notebook cell (default {limits.cell_timeout})")
-    grading.add_argument("--notebook-timeout", type=int, help=f"seconds per notebook (default {limits.notebook_timeout})")
-    grading.add_argument("--part-timeout", type=float, help=f"seconds per hidden check (default {limits.part_timeout:g})")
-    grading.add_argument("--device", choices=["cpu", "cuda"], help="hidden checks' device (default: cuda if available)")
-    grading.add_argument("--unconfined", action="store_true", help="run student code WITHOUT the jail (every report says so)")
+    grading.add_argument(
+        "--scheduler", help="grade on this Dask cluster, e.g. tcp://host:8786 (or DASK_SCHEDULER_ADDRESS)"
+    )
+    grading.add_argument(
+        "--cell-timeout", type=int, help=f"seconds per notebook cell (default {limits.cell_timeout})"
+    )
+    grading.add_argument(
+        "--notebook-timeout", type=int, help=f"seconds per notebook (default {limits.notebook_timeout})"
+    )
+    grading.add_argument(
+        "--part-timeout", type=float, help=f"seconds per hidden check (default {limits.part_timeout:g})"
+    )
+    grading.add_argument(
+        "--device", choices=["cpu", "cuda"], help="hidden checks' device (default: cuda if available)"
+    )
+    grading.add_argument(
+        "--unconfined", action="store_true", help="run student code WITHOUT the jail (every report says so)"
+    )
     grade = sub.add_parser("grade", parents=[grading], help="autograde every collected submission")
     grade.add_argument("students", nargs="*", help="only these student ids")
     sub.add_parser("report", help="feedback HTML per student, and the class page")
     sub.add_parser("feedback", help="the same as report")
     export = sub.add_parser("export", help="write the grades as CSV (from the gradebook)")
     export.add_argument("--csv", type=Path, default=Path("grades.csv"))
-    run = sub.add_parser("run", parents=[grading], help="release, collect, grade, report and export in one go")
+    run = sub.add_parser(
+        "run", parents=[grading], help="release, collect, grade, report and export in one go"
+    )
     run.add_argument("folder", type=Path)
     run.add_argument("--csv", type=Path, default=Path("grades.csv"))
     run.add_argument("--pattern")

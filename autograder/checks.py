@@ -177,7 +177,11 @@ def _run_runner(request: dict, limits: settings.Limits) -> tuple[list[dict], str
                 break
             if line is None:
                 proc.wait()
-                ended = "ended" if proc.returncode == 0 else jail.describe_exit(proc.returncode, cell.limits_hit())
+                ended = (
+                    "ended"
+                    if proc.returncode == 0
+                    else jail.describe_exit(proc.returncode, cell.limits_hit())
+                )
                 break
             try:
                 event = json.loads(line)

@@ -58,7 +58,10 @@ class Outcome:
 def course_files(root: Path) -> dict[str, bytes]:
     """The course files a worker's private copy needs (never the students' submissions)."""
     root = Path(root)
-    files = {"nbgrader_config.py": (root / "nbgrader_config.py").read_bytes(), "gradebook.db": (root / "gradebook.db").read_bytes()}
+    files = {
+        "nbgrader_config.py": (root / "nbgrader_config.py").read_bytes(),
+        "gradebook.db": (root / "gradebook.db").read_bytes(),
+    }
     for path in (root / "release" / settings.ASSIGNMENT).glob("*.ipynb"):
         files[str(path.relative_to(root))] = path.read_bytes()
     return files
@@ -88,7 +91,10 @@ def grade_submission(task: Task, course: dict[str, bytes]) -> Outcome:
     warnings.filterwarnings("ignore", category=SAWarning)  # nbgrader's own autoflush chatter
     started = time.monotonic()
     outcome = Outcome(task.student)
-    with tempfile.TemporaryDirectory(prefix="autograder-course-", dir=settings.scratch_root()) as tmp, _environment(task.env):
+    with (
+        tempfile.TemporaryDirectory(prefix="autograder-course-", dir=settings.scratch_root()) as tmp,
+        _environment(task.env),
+    ):
         root = Path(tmp)
         for rel, data in course.items():
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -222,7 +228,9 @@ def grade_class(root: Path, students: list[str], *, workers: int = 2, scheduler:
         course = client.scatter(course_files(root), broadcast=True)
         futures = {client.submit(grade_submission, task, course, key=f"grade-{s}-{time.time_ns()}", pure=False): s
                    for s, task in tasks.items()}  # fmt: skip
-        for future in tqdm(as_completed(futures), total=len(futures), desc="grading", unit="student", disable=not progress):
+        for future in tqdm(
+            as_completed(futures), total=len(futures), desc="grading", unit="student", disable=not progress
+        ):
             student = futures[future]
             try:
                 outcome = future.result()
@@ -234,7 +242,9 @@ def grade_class(root: Path, students: list[str], *, workers: int = 2, scheduler:
                 problems[student] = f"grader error: {type(exc).__name__}: {exc}"
                 continue
             if outcome.error and not outcome.graded:
-                problems[student] = outcome.error.strip().splitlines()[-1][:300]  # nothing written: nothing lost
+                problems[student] = outcome.error.strip().splitlines()[-1][
+                    :300
+                ]  # nothing written: nothing lost
                 continue
             record(root, outcome, tasks[student].timestamp)
             (Path(root) / "autograded" / student / settings.ASSIGNMENT / CRASH_FILE).unlink(missing_ok=True)

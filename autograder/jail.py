@@ -56,7 +56,9 @@ HOW_TO_INSTALL = (
 def check_available() -> None:
     """Raise :class:`JailUnavailable` unless a bubblewrap jail can be made here (asked once)."""
     if sys.platform != "linux":
-        raise JailUnavailable(f"student code can only be confined on Linux, not {sys.platform}. {HOW_TO_INSTALL}")
+        raise JailUnavailable(
+            f"student code can only be confined on Linux, not {sys.platform}. {HOW_TO_INSTALL}"
+        )
     if shutil.which("bwrap") is None:
         raise JailUnavailable(f"bubblewrap (`bwrap`) is not installed. {HOW_TO_INSTALL}")
     probe = subprocess.run(
@@ -130,7 +132,8 @@ class Cgroups:
             for events in ("memory.events", "pids.events"):
                 text = _read(folder / events)
                 if any(
-                    line.split()[0] in ("oom_kill", "max") and line.split()[1] != "0" for line in text.splitlines()
+                    line.split()[0] in ("oom_kill", "max") and line.split()[1] != "0"
+                    for line in text.splitlines()
                 ):
                     hits.append("memory" if controller == "memory" else "processes")
             if controller == "memory" and _read(folder / "memory.failcnt").strip() not in ("", "0"):
@@ -213,7 +216,13 @@ class Jail:
                 args += ["--symlink", os.readlink(target), str(target)]
             elif target.is_dir():
                 args += ["--ro-bind", str(target), str(target)]
-        for path in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/fonts", "/etc/localtime"):
+        for path in (
+            "/etc/ld.so.cache",
+            "/etc/ld.so.conf",
+            "/etc/ld.so.conf.d",
+            "/etc/fonts",
+            "/etc/localtime",
+        ):
             if Path(path).exists():
                 args += ["--ro-bind", path, path]
         readable = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix), settings.data_dir()}

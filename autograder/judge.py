@@ -36,8 +36,6 @@ def judge(nb: spec.Notebook, part: str, result: object, seed: int, device: str, 
     return out(PASSED) if problem is None else out("failed", problem)
 
 
-
-
 def _difference(actual: object, expected, rtol: float, atol: float) -> str | None:  # noqa: ANN001
     """Why ``actual`` is not close to ``expected`` (None when it is)."""
     import torch
@@ -348,5 +346,3 @@ ADAM_JUDGES = {
     "zero_grad": _judge_zero_grad,
     "device_state": _judge_device_state,
 }
-
-

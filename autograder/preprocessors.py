@@ -121,14 +121,18 @@ class Reconcile(NbGraderPreprocessor):
         cells = {_grade_id(c): c for c in nb.cells if _grade_id(c)}
         with Gradebook(info["db_url"], settings.course_id(_course_root(info["db_url"]))) as gb:
             for part in notebook.parts:
-                verdict = verdicts.get(part.name) or Verdict(part.name, "error", "the hidden check did not run")
+                verdict = verdicts.get(part.name) or Verdict(
+                    part.name, "error", "the hidden check did not run"
+                )
                 try:
                     grade = gb.find_grade(part.grade_id, notebook.name, info["assignment"], info["student"])
                 except MissingEntry:
                     continue
                 cell_points = float(grade.auto_score or 0.0) if status == "graded" else 0.0
                 points = min(cell_points, part.points) if verdict.passed else 0.0
-                result.parts[part.name] = _part_result(part, verdict, points, status, cells.get(part.grade_id))
+                result.parts[part.name] = _part_result(
+                    part, verdict, points, status, cells.get(part.grade_id)
+                )
                 grade.auto_score = points
                 grade.needs_manual_grade = False
             gb.db.commit()
@@ -151,7 +155,9 @@ def _part_result(part: spec.Part, verdict: Verdict, points: float, status: str, 
         part_status = "visible test failed" if status == "graded" else status
         message = _first_error(cell) or "the test cell did not pass"
     if cell is not None and not verdict.passed:
-        text = f"hidden check {verdict.status}: {verdict.message}" + (f"\nHint: {verdict.hint}" if verdict.hint else "")
+        text = f"hidden check {verdict.status}: {verdict.message}" + (
+            f"\nHint: {verdict.hint}" if verdict.hint else ""
+        )
         cell.outputs.append(nbformat.v4.new_output("stream", name="stdout", text=text + "\n"))
     hint = part.hint if points < part.points else ""
     return PartResult(part.name, part.title, points, part.points, part_status, message, hint, verdict.device)
@@ -162,5 +168,7 @@ def _first_error(cell) -> str | None:  # noqa: ANN001
         if out.get("output_type") == "error":
             return f"{out.get('ename')}: {str(out.get('evalue'))[:400]}"
         if out.get("output_type") == "stream" and out.get("name") == "stderr":
-            return "the cell wrote to stderr, which nbgrader counts as a failure: " + out.get("text", "")[:200]
+            return (
+                "the cell wrote to stderr, which nbgrader counts as a failure: " + out.get("text", "")[:200]
+            )
     return None

@@ -70,7 +70,10 @@ class NotebookResult:
     def from_dict(cls, data: dict) -> NotebookResult:
         stored = data.get("parts", {})
         order = [p.name for p in spec.notebook(data["name"]).parts]  # JSON on disk sorts keys
-        parts = {name: PartResult(**stored[name]) for name in sorted(stored, key=lambda n: (n not in order, order.index(n) if n in order else 0))}
+        parts = {
+            name: PartResult(**stored[name])
+            for name in sorted(stored, key=lambda n: (n not in order, order.index(n) if n in order else 0))
+        }
         return cls(**{**data, "parts": parts})
 
     @classmethod
@@ -128,9 +131,13 @@ def load_student(course_root: Path, student: str) -> StudentResult:
         except InvalidNotebook as exc:
             notebooks[name] = NotebookResult.empty(name, "invalid notebook", str(exc))
             continue
-        data = nbformat.read(graded, as_version=4).metadata.get(settings.RESULT_KEY) if graded.exists() else None
+        data = (
+            nbformat.read(graded, as_version=4).metadata.get(settings.RESULT_KEY) if graded.exists() else None
+        )
         if not data:
-            notebooks[name] = NotebookResult.empty(name, "not graded", "this notebook has not been autograded")
+            notebooks[name] = NotebookResult.empty(
+                name, "not graded", "this notebook has not been autograded"
+            )
             continue
         result = NotebookResult.from_dict(data)
         for part in spec.notebook(name).parts:  # the gradebook has the last word on marks
@@ -163,5 +170,9 @@ def load_class(course_root: Path, students: list[str] | None = None) -> dict[str
     """Every (or the given) submitted student's results, by student id."""
     folder = Path(course_root) / "submitted"
     if students is None:
-        students = sorted(p.name for p in folder.iterdir() if (p / settings.ASSIGNMENT).is_dir()) if folder.exists() else []
+        students = (
+            sorted(p.name for p in folder.iterdir() if (p / settings.ASSIGNMENT).is_dir())
+            if folder.exists()
+            else []
+        )
     return {s: load_student(course_root, s) for s in students}

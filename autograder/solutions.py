@@ -8,6 +8,8 @@ benchmark build submissions from them. Instructor-only, like the rest of this pa
 
 from __future__ import annotations
 
+from pathlib import Path
+
 ACCUMULATION = '''\
 def train_epoch(iterator, model, optimizer, criterion, device, accumulation_steps):
     """One epoch with gradient accumulation; returns one loss per optimizer step."""
@@ -206,13 +208,49 @@ ADAM_MISTAKES: dict[str, tuple] = {
         {"first_step", "many_steps", "generator", "zero_grad", "device_state"},
     ),
     "reads_grader_files": (
-        "import os\n"
         "import runpy\n"
-        "try:  # the grader's own answers, found through the import path\n"
-        "    _root = os.environ['PYTHONPATH'].split(os.pathsep)[0]\n"
-        "    Adam = runpy.run_path(os.path.join(_root, 'autograder', 'solutions.py'))['ADAM']\n"
-        "except Exception:\n"
-        "    pass\n" + ADAM,
+        "# the grader's own answers, by their path on the grading machine; inside the jail they are not there\n"
+        f"exec(runpy.run_path({str(Path(__file__).resolve())!r})['ADAM'])\n",
         {"first_step", "many_steps", "generator", "zero_grad", "device_state"},
     ),
+    "fused_kernel_by_getattr": (
+        _swap(ADAM, "            param.sub_(self.lr * m_hat / (v_hat.sqrt() + self.eps))\n",
+              "            param.sub_(self.lr * m_hat / (v_hat.sqrt() + self.eps))\n"
+              "            getattr(torch.ops.aten, '_fused_' + 'adam_')([param], [grad], [m.clone()], [v.clone()], [],\n"
+              "                [torch.tensor(float(self.t))], lr=0.0, beta1=0.9, beta2=0.999, weight_decay=0.0,\n"
+              "                eps=1e-8, amsgrad=False, maximize=False)\n"),
+        {"first_step", "many_steps", "generator", "device_state"},
+    ),
+    "functional_adam": (
+        _swap(ADAM, "    @torch.no_grad()\n    def step(self):\n",
+              "    @torch.no_grad()\n    def step(self):\n"
+              "        vars(torch.optim)['_functional'].adam([], [], [], [], [], [], amsgrad=False, beta1=0.9,\n"
+              "            beta2=0.999, lr=0.0, weight_decay=0.0, eps=1e-8, maximize=False)\n"),
+        {"first_step", "many_steps", "generator", "device_state"},
+    ),
 }  # fmt: skip
+
+
+# Allowed: a torch.optim.Optimizer subclass that does its own maths (full marks).
+ADAM_SUBCLASS = '''\
+class Adam(torch.optim.Optimizer):
+    def __init__(self, model_params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+        super().__init__(model_params, dict(lr=lr, betas=betas, eps=eps))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            beta_1, beta_2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["t"], state["m"], state["v"] = 0, torch.zeros_like(p), torch.zeros_like(p)
+                state["t"] += 1
+                state["m"].mul_(beta_1).add_(p.grad, alpha=1 - beta_1)
+                state["v"].mul_(beta_2).addcmul_(p.grad, p.grad, value=1 - beta_2)
+                m_hat = state["m"] / (1 - beta_1 ** state["t"])
+                v_hat = state["v"] / (1 - beta_2 ** state["t"])
+                p.sub_(group["lr"] * m_hat / (v_hat.sqrt() + group["eps"]))
+'''

@@ -1,6 +1,6 @@
-"""The lab's hidden checks, notebook repair and submission collection (no nbgrader run here).
+"""The lab's hidden checks and notebook repair (no nbgrader run here).
 
-Every check runs the real sandbox on real solution-cell sources and compares with
+Every check runs the real jailed runner on real solution-cell sources and compares with
 torch.optim / the written-out contract; each known mistake must fail exactly the parts it
 breaks, so partial work earns partial marks and no mistake earns a mark it should not.
 """
@@ -16,13 +16,20 @@ import nbformat
 import pytest
 import torch
 
-from autograder import hidden, pipeline, repair, solutions, spec
+import autograder
+from autograder import checks, repair, settings, solutions, spec
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "assignments" / "source" / spec.ASSIGNMENT
 CORRECT = {"accumulation": solutions.ACCUMULATION, "adam": solutions.ADAM}
 MISTAKES = [(nb, key) for nb, table in (("accumulation", solutions.ACCUMULATION_MISTAKES),
                                         ("adam", solutions.ADAM_MISTAKES)) for key in table]  # fmt: skip
+
+
+def _run(notebook: str, source: str | None, parts: list[str] | None = None, **limits) -> dict[str, dict]:
+    """Verdicts of one notebook's checks as plain dicts, for the parts asked for."""
+    verdicts = checks.run_checks({notebook: source}, limits=settings.Limits(**limits))[notebook]
+    return {p: {**vars(v), "passed": v.passed} for p, v in verdicts.items() if parts is None or p in parts}
 
 
 def _table(notebook: str) -> dict:
@@ -68,7 +75,7 @@ def test_source_notebooks_hold_the_reference_solutions_and_no_outputs(name: str)
 
 @pytest.mark.parametrize("name", sorted(spec.NOTEBOOKS))
 def test_correct_solution_passes_every_part(name: str) -> None:
-    verdicts = hidden.run_checks(name, CORRECT[name], seed=1234)
+    verdicts = _run(name, CORRECT[name])
     assert {p: v["status"] for p, v in verdicts.items()} == {
         p.name: "passed" for p in spec.notebook(name).parts
     }
@@ -82,7 +89,7 @@ def mistake_verdicts() -> dict:
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=2) as pool:  # a fresh random seed each, as when grading
-        futures = {key: pool.submit(hidden.run_checks, key[0], _table(key[0])[key[1]][0]) for key in MISTAKES}
+        futures = {key: pool.submit(_run, key[0], _table(key[0])[key[1]][0]) for key in MISTAKES}
         return {key: f.result() for key, f in futures.items()}
 
 
@@ -98,75 +105,62 @@ def test_each_mistake_fails_exactly_the_parts_it_breaks(
         assert verdicts[part]["message"] and verdicts[part]["hint"] == spec.notebook(notebook).part(part).hint
 
 
-def test_cheats_are_caught_at_run_time_not_only_by_the_static_rules() -> None:
-    # getattr(torch, "op" + "tim") passes the static rules; the tripwire stops it.
-    source = solutions.ADAM_MISTAKES["optim_by_getattr"][0]
-    assert hidden.static_problems(source, "adam") == []
-    verdict = hidden.run_checks("adam", source, parts=["first_step"])["first_step"]
-    assert verdict["status"] == "disallowed" and "torch.optim.Adam" in verdict["message"]
-    # Reading the grader's files is refused by the audit hook, even when the exception is swallowed.
-    source = solutions.ADAM_MISTAKES["reads_grader_files"][0]
-    assert hidden.static_problems(source, "adam") == []
-    verdict = hidden.run_checks("adam", source, parts=["zero_grad"])["zero_grad"]
-    assert verdict["status"] == "disallowed" and "not allowed while grading" in verdict["message"]
+def test_delegating_adam_is_caught_by_behaviour_and_a_real_subclass_is_not() -> None:
+    for key in ("wraps_torch_adam", "optim_by_getattr", "fused_kernel_by_getattr", "functional_adam"):
+        verdict = _run("adam", solutions.ADAM_MISTAKES[key][0], ["first_step"])["first_step"]
+        assert verdict["status"] == "disallowed", (key, verdict)
+    verdicts = _run("adam", solutions.ADAM_SUBCLASS)
+    assert all(v["passed"] for v in verdicts.values()), verdicts
+    # In the jail the grader's files are not there at all.
+    verdict = _run("adam", solutions.ADAM_MISTAKES["reads_grader_files"][0], ["zero_grad"])["zero_grad"]
+    assert verdict["status"] == "error" and "does not define Adam" in verdict["message"]
 
 
-def test_static_rules() -> None:
-    assert hidden.static_problems("from torch.optim import Adam\n", "adam")
-    assert hidden.static_problems("import torch.optim as optim\n", "adam")
-    assert not hidden.static_problems("import torch.optim as optim\n", "accumulation")
-    assert hidden.static_problems("import importlib\n", "accumulation") == ["import importlib"]
-    assert hidden.static_problems("x = open('f').read()\n", "accumulation") == ["open()"]
-    assert hidden.static_problems("import autograder\n", "accumulation") == ["import autograder"]
-    verdicts = hidden.run_checks("adam", "class Adam(:\n", parts=["first_step"])
+def test_syntax_errors_and_missing_cells() -> None:
+    verdicts = _run("adam", "class Adam(:\n", ["first_step"])
     assert (
         verdicts["first_step"]["status"] == "error"
         and "syntax error on line 1" in verdicts["first_step"]["message"]
     )
+    assert _run("adam", None, ["zero_grad"])["zero_grad"]["status"] == "missing"
 
 
 def test_loops_crashes_exits_and_stubs_are_contained() -> None:
     loop = "def train_epoch(iterator, model, optimizer, criterion, device, accumulation_steps):\n    while True:\n        pass\n"
-    verdicts = hidden.run_checks("accumulation", loop, parts=["plain", "schedule"], part_timeout=2)
+    verdicts = _run("accumulation", loop, ["plain", "schedule"], part_timeout=2)
     assert [v["status"] for v in verdicts.values()] == ["timeout", "timeout"]
     crash = "import os\n" + loop.replace("while True:\n        pass", "os._exit(3)")
-    verdicts = hidden.run_checks("accumulation", crash, parts=["plain"])
-    assert verdicts["plain"]["status"] == "crashed" and "exit code 3" in verdicts["plain"]["message"]
+    verdicts = _run("accumulation", crash, ["plain"])
+    assert verdicts["plain"]["status"] == "crashed" and "code 3" in verdicts["plain"]["message"]
     exits = "import sys\n" + loop.replace("while True:\n        pass", "sys.exit(0)")
-    verdicts = hidden.run_checks("accumulation", exits, parts=["plain"])
+    verdicts = _run("accumulation", exits, ["plain"])
     assert verdicts["plain"]["status"] == "error" and "SystemExit" in verdicts["plain"]["message"]
     stub = loop.replace("while True:\n        pass", "# YOUR CODE HERE\n    raise NotImplementedError()")
-    verdicts = hidden.run_checks("accumulation", stub, parts=["losses"])
+    verdicts = _run("accumulation", stub, ["losses"])
     assert "still the stub" in verdicts["losses"]["message"]
-    assert hidden.run_checks("adam", None, parts=["zero_grad"])["zero_grad"]["status"] == "missing"
+    hog = "import torch\n" + loop.replace(
+        "while True:\n        pass", "return [torch.ones(2**31, 4)]"
+    )  # 32 GiB
+    verdicts = _run("accumulation", hog, ["plain"], memory_bytes=2 * 2**30)
+    assert verdicts["plain"]["status"] == "limit" and "memory limit" in verdicts["plain"]["message"]
 
 
 def test_nan_results_fail_with_a_clear_message() -> None:
     source = solutions.ADAM.replace("eps=1e-8):", "eps=0.0):")  # 0/0 where a gradient is exactly zero
-    verdicts = hidden.run_checks("adam", source, parts=["first_step", "zero_grad"])
+    verdicts = _run("adam", source, ["first_step", "zero_grad"])
     assert verdicts["first_step"]["status"] == "failed" and "NaN" in verdicts["first_step"]["message"]
     assert verdicts["zero_grad"]["passed"]
 
 
-def test_check_reads_the_graders_verdicts_and_shows_only_a_hint(tmp_path: Path, monkeypatch, capsys) -> None:
-    path = tmp_path / "verdicts.json"
-    good = hidden.verdict("plain", "passed", device="cpu")
-    bad = hidden.verdict(
-        "losses", "failed", "loss 0 is 2.0; expected 1.0", device="cpu", hint="Return the mean."
-    )
-    path.write_text(json.dumps({"accumulation": {"plain": good, "losses": bad}}))
-    monkeypatch.setenv("AUTOGRADER_VERDICTS", str(path))
-    monkeypatch.setenv("AUTOGRADER_WAIT", "0.2")
-    hidden.check("accumulation", "plain")
-    assert "passed on cpu" in capsys.readouterr().out
-    with pytest.raises(hidden.HiddenTestFailure) as info:
-        hidden.check("accumulation", "losses")
+def test_check_runs_live_and_shows_only_the_message_and_hint(capsys) -> None:
+    # Outside a notebook there is no solution cell in the history: the check says so, with the hint.
+    with pytest.raises(autograder.HiddenTestFailure) as info:
+        autograder.check("accumulation", "losses")
     shown = "\n".join(info.value._render_traceback_())
-    assert "expected 1.0" in shown and "Hint: Return the mean." in shown and "def " not in shown
-    with pytest.raises(hidden.HiddenTestFailure, match="no verdict was recorded"):
-        hidden.check("accumulation", "schedule")
+    assert "missing" in shown and "Hint: " + spec.notebook("accumulation").part("losses").hint in shown
+    assert "def " not in shown
     with pytest.raises(KeyError, match="Unknown part"):
-        hidden.check("accumulation", "nope")
+        autograder.check("accumulation", "nope")
 
 
 # --------------------------------------------------------------------------- repair
@@ -186,6 +180,13 @@ def _strip(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return out
 
 
+def _solution_index(nb: nbformat.NotebookNode, name: str) -> int:
+    solution_id = spec.notebook(name).solution_id
+    return next(
+        i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == solution_id
+    )
+
+
 def _ids(nb: nbformat.NotebookNode) -> list[str]:
     return [c.metadata["nbgrader"]["grade_id"] for c in nb.cells if "nbgrader" in c.metadata]
 
@@ -194,7 +195,7 @@ def _ids(nb: nbformat.NotebookNode) -> list[str]:
 def test_repair_restores_metadata_stripped_by_colab(name: str) -> None:
     release = _source_notebook(name)
     student = _strip(release)
-    student.cells[4 if name == "accumulation" else 4].source = CORRECT[name]  # their answer, no markers
+    student.cells[_solution_index(release, name)].source = CORRECT[name]  # their answer, no markers
     fixed, notes = repair.repair(student, release, spec.notebook(name))
     assert _ids(fixed) == _ids(release)
     assert repair.solution_source(fixed, spec.notebook(name)) == CORRECT[name]
@@ -236,59 +237,13 @@ def _notebook_with(source: str) -> str:
     return nbformat.writes(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)]))
 
 
-@pytest.fixture
-def course(tmp_path: Path) -> pipeline.Course:
-    root = tmp_path / "course"
-    root.mkdir()
-    (root / "nbgrader_config.py").write_text((ROOT / "assignments" / "nbgrader_config.py").read_text())
-    return pipeline.Course(root)
-
-
-def test_collect_understands_folders_forms_and_lms_exports(tmp_path: Path, course: pipeline.Course) -> None:
-    uploads = tmp_path / "uploads"
-    (uploads / "alice").mkdir(parents=True)
-    (uploads / "alice" / "accumulation.ipynb").write_text(_notebook_with("def train_epoch(): pass"))
-    (uploads / "Dan Brown_555_assignsubmission_file_").mkdir()
-    (uploads / "Dan Brown_555_assignsubmission_file_" / "Copy of adam.ipynb").write_text(
-        _notebook_with("class Adam: pass")
-    )
-    (uploads / "smithjohn_LATE_1234_5678_adam-1.ipynb").write_text(_notebook_with("class Adam: pass"))
-    old = uploads / "accumulation - Carol Smith.ipynb"
-    new = uploads / "my work - Carol Smith.ipynb"  # named after nothing: recognised by its content
-    old.write_text(_notebook_with("def train_epoch(): return 'old'"))
-    new.write_text(_notebook_with("def train_epoch(): return 'new'"))
-    os.utime(old, (1_700_000_000, 1_700_000_000))
-    os.utime(new, (1_700_000_500, 1_700_000_500))
-    (uploads / "notes.ipynb").write_text(_notebook_with("print('hi')"))
-
-    summary = pipeline.collect(course, uploads)
-    assert summary["students"] == ["alice", "carol_smith", "dan_brown", "smithjohn"]
-    sub = course.submitted
-    assert (
-        "'new'" in (sub / "carol_smith" / spec.ASSIGNMENT / "accumulation.ipynb").read_text()
-    )  # latest wins
-    assert (sub / "dan_brown" / spec.ASSIGNMENT / "adam.ipynb").exists()
-    assert (sub / "smithjohn" / spec.ASSIGNMENT / "adam.ipynb").exists()
-    assert (sub / "alice" / spec.ASSIGNMENT / "timestamp.txt").exists()
-    assert any("notes.ipynb" in s and "whose" in s for s in summary["skipped"])
-
-
-def test_collect_with_a_custom_pattern_and_clear_errors(tmp_path: Path, course: pipeline.Course) -> None:
-    uploads = tmp_path / "uploads"
-    uploads.mkdir()
-    (uploads / "s123456__adam.ipynb").write_text(_notebook_with("class Adam: pass"))
-    summary = pipeline.collect(course, uploads, r"(?P<student>s\d+)__(?P<notebook>\w+)")
-    assert summary["students"] == ["s123456"]
-    with pytest.raises(pipeline.PipelineError, match="not a folder"):
-        pipeline.collect(course, tmp_path / "missing")
-    assert pipeline.slug("  Jane  O'Neil ") == "jane_o_neil" and pipeline.slug("JD@uni.edu") == "jd"
-
-
 def test_check_command_grades_one_file(tmp_path: Path, capsys) -> None:
     from autograder.__main__ import main
 
     nb = _strip(_source_notebook("adam"))  # metadata stripped: the cell defining Adam is found anyway
-    nb.cells[4].source = solutions.ADAM_MISTAKES["zero_grad_allocates"][0]
+    nb.cells[_solution_index(_source_notebook("adam"), "adam")].source = solutions.ADAM_MISTAKES[
+        "zero_grad_allocates"
+    ][0]
     path = tmp_path / "Copy of adam.ipynb"
     nbformat.write(nb, path)
     assert main(["check", str(path), "--device", "cpu"]) == 1  # one part fails
@@ -298,13 +253,12 @@ def test_check_command_grades_one_file(tmp_path: Path, capsys) -> None:
     }
 
 
-def test_one_sandbox_for_both_notebooks_keeps_their_verdicts_apart() -> None:
-    snooping = "import os\n_ = os.listdir(os.environ['PYTHONPATH'].split(os.pathsep)[0])\n"
-    verdicts = hidden.run_many(
+def test_one_runner_for_both_notebooks_keeps_their_verdicts_apart() -> None:
+    verdicts = checks.run_checks(
         {
-            "accumulation": snooping + solutions.ACCUMULATION,
+            "accumulation": solutions.ACCUMULATION,
             "adam": solutions.ADAM_MISTAKES["generator_consumed_twice"][0],
         }
     )
-    assert {v["status"] for v in verdicts["accumulation"].values()} == {"disallowed"}
-    assert {p for p, v in verdicts["adam"].items() if not v["passed"]} == {"generator"}
+    assert all(v.passed for v in verdicts["accumulation"].values())
+    assert {p for p, v in verdicts["adam"].items() if not v.passed} == {"generator"}

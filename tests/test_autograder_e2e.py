@@ -19,7 +19,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder import pipeline, solutions, spec
+from autograder import leaks, settings, solutions, spec
+from autograder.__main__ import release
+from autograder.results import load_class
 
 pytestmark = pytest.mark.slow
 
@@ -39,11 +41,15 @@ EXPECTED = {
 }
 
 
-def _released(course: pipeline.Course, name: str) -> nbformat.NotebookNode:
-    return nbformat.read(course.release / f"{name}.ipynb", as_version=4)
+def _env(extra: dict | None = None) -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT), **(extra or {})}
 
 
-def _answer(course: pipeline.Course, name: str, solution: str) -> nbformat.NotebookNode:
+def _released(course: Path, name: str) -> nbformat.NotebookNode:
+    return nbformat.read(course / "release" / spec.ASSIGNMENT / f"{name}.ipynb", as_version=4)
+
+
+def _answer(course: Path, name: str, solution: str) -> nbformat.NotebookNode:
     """A student's copy of the released notebook with ``solution`` in the solution cell."""
     nb = _released(course, name)
     for cell in nb.cells:
@@ -72,7 +78,7 @@ def _colab(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return out
 
 
-def _make_uploads(course: pipeline.Course, folder: Path) -> None:
+def _make_uploads(course: Path, folder: Path) -> None:
     good = {"accumulation": solutions.ACCUMULATION, "adam": solutions.ADAM}
     for name in NB:
         _write(_answer(course, name, good[name]), folder / "alice" / f"{name}.ipynb")
@@ -118,13 +124,13 @@ def _make_uploads(course: pipeline.Course, folder: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def graded(tmp_path_factory: pytest.TempPathFactory) -> tuple[pipeline.Course, Path, str]:
+def graded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     root = tmp_path_factory.mktemp("lab") / "assignments"
     root.mkdir()
     shutil.copy(ROOT / "assignments" / "nbgrader_config.py", root)
     shutil.copytree(ROOT / "assignments" / "source", root / "source")
-    course = pipeline.Course(root)
-    pipeline.release(course)  # the uploads start from the real student version
+    course = root
+    release(course)  # the uploads start from the real student version
     uploads = root.parent / "uploads"
     uploads.mkdir()
     _make_uploads(course, uploads)
@@ -132,7 +138,7 @@ def graded(tmp_path_factory: pytest.TempPathFactory) -> tuple[pipeline.Course, P
     proc = subprocess.run(
         [sys.executable, "-m", "autograder", "--course", str(root), "run", str(uploads), "--csv", str(out),
          "--workers", "2", "--cell-timeout", "20", "--notebook-timeout", "180", "--part-timeout", "20"],
-        cwd=ROOT, capture_output=True, text=True, timeout=1200, env=pipeline._env(),
+        cwd=ROOT, capture_output=True, text=True, timeout=1200, env=_env(),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return course, out, proc.stdout + proc.stderr
@@ -151,22 +157,19 @@ def test_csv_has_every_score(graded: tuple) -> None:
 
 def test_statuses_explain_what_went_wrong(graded: tuple) -> None:
     course, _, _ = graded
-    results = pipeline.load_results(course)
-    hank, gina, frank = (
-        results["hank"]["notebooks"],
-        results["gina"]["notebooks"],
-        results["frank"]["notebooks"],
-    )
-    assert hank["accumulation"]["status"] == "invalid notebook" and "JSON" in hank["accumulation"]["notes"][0]
-    assert hank["adam"]["status"] == "notebook crashed"
-    assert any("restored from the release" in n for n in frank["adam"]["notes"])
-    assert any(spec.ACCUMULATION.parts[-1].grade_id in n for n in gina["accumulation"]["notes"])
-    assert any("also define train_epoch" in n for n in gina["accumulation"]["notes"])
-    assert gina["accumulation"]["parts"]["group_gradient"]["status"] == "visible test failed"
-    assert "NaN" in gina["adam"]["parts"]["first_step"]["message"]
-    dave = results["dave"]["notebooks"]["accumulation"]["parts"]
-    assert dave["schedule"]["points"] == 1 and dave["group_gradient"]["status"] == "failed"
-    assert all(p["device"] for p in results["alice"]["notebooks"]["adam"]["parts"].values())
+    results = load_class(course)
+    hank, gina, frank = (results[s].notebooks for s in ("hank", "gina", "frank"))
+    assert hank["accumulation"].status == "invalid notebook" and "JSON" in hank["accumulation"].notes[0]
+    assert hank["adam"].status == "notebook crashed"
+    assert any("restored from the release" in n for n in frank["adam"].notes)
+    assert any(spec.ACCUMULATION.parts[-1].grade_id in n for n in gina["accumulation"].notes)
+    assert any("also define train_epoch" in n for n in gina["accumulation"].notes)
+    assert gina["accumulation"].parts["group_gradient"].status == "visible test failed"
+    assert "NaN" in gina["adam"].parts["first_step"].message
+    dave = results["dave"].notebooks["accumulation"].parts
+    assert dave["schedule"].points == 1 and dave["group_gradient"].status == "failed"
+    assert all(p.device for p in results["alice"].notebooks["adam"].parts.values())
+    assert all(r.confined for r in results.values() if r.student_id != "hank")
 
 
 def test_feedback_has_hints_and_no_hidden_code(graded: tuple) -> None:
@@ -174,10 +177,10 @@ def test_feedback_has_hints_and_no_hidden_code(graded: tuple) -> None:
     secret = [line.strip() for line in solutions.ACCUMULATION.splitlines() + solutions.ADAM.splitlines()
               if len(line.strip()) > 25]  # fmt: skip
     for student in EXPECTED:
-        text = (course.feedback / student / spec.ASSIGNMENT / "report.html").read_text()
+        text = (course / "feedback" / student / spec.ASSIGNMENT / "report.html").read_text()
         assert "autograder.check" not in text and "HIDDEN TESTS" not in text
         assert not [line for line in secret if line in text]
-    dave = (course.feedback / "dave" / spec.ASSIGNMENT / "report.html").read_text()
+    dave = (course / "feedback" / "dave" / spec.ASSIGNMENT / "report.html").read_text()
     assert "Hint:" in dave and "Total: 1 / 10" in dave
 
 
@@ -185,7 +188,7 @@ def test_gradebook_holds_the_same_scores(graded: tuple) -> None:
     from nbgrader.api import Gradebook
 
     course, _, _ = graded
-    with Gradebook(f"sqlite:///{course.db}", pipeline.course_id(course)) as gb:
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", settings.course_id(course)) as gb:
         for student, (acc, adam) in EXPECTED.items():
             submission = gb.find_submission(spec.ASSIGNMENT, student)
             assert submission.score == acc + adam, student
@@ -193,8 +196,8 @@ def test_gradebook_holds_the_same_scores(graded: tuple) -> None:
 
 def test_release_check_catches_leaks(graded: tuple) -> None:
     course, _, _ = graded
-    assert pipeline.check_release(course) == []
-    path = course.release / "adam.ipynb"
+    assert leaks.release_problems(course) == []
+    path = course / "release" / spec.ASSIGNMENT / "adam.ipynb"
     original = path.read_text()
     try:
         path.write_text(
@@ -203,7 +206,7 @@ def test_release_check_catches_leaks(graded: tuple) -> None:
                 "self.t += 1  # once per step, shared by every parameter; t = 1 on the first step",
             )
         )
-        problems = pipeline.check_release(course)
+        problems = leaks.release_problems(course)
         assert any("solution or hidden-test line" in p for p in problems)
         assert any("not a stub" in p for p in problems)
     finally:
@@ -216,7 +219,7 @@ def test_instructor_source_passes_nbgrader_validate(tmp_path: Path) -> None:
         shutil.copy(ROOT / "assignments" / "source" / spec.ASSIGNMENT / f"{name}.ipynb", tmp_path)
     proc = subprocess.run(
         [sys.executable, "-m", "nbgrader", "validate", *[str(tmp_path / f"{n}.ipynb") for n in NB]],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600, env=pipeline._env({"COURSE_FAST": "1"}),
+        cwd=tmp_path, capture_output=True, text=True, timeout=600, env=_env({"COURSE_FAST": "1"}),
     )  # fmt: skip
     out = proc.stdout + proc.stderr
     assert out.count("Success! Your notebook passes all the tests.") == 2, out[-4000:]
