@@ -84,9 +84,8 @@ def _environment(values: dict[str, str]):  # noqa: ANN202
 def grade_submission(task: Task, course: dict[str, bytes]) -> Outcome:
     """Autograde one submission in a private course copy (runs on a worker)."""
     from nbgrader.apps import NbGraderAPI
-    from traitlets.config.loader import PyFileConfigLoader
-
     from sqlalchemy.exc import SAWarning
+    from traitlets.config.loader import PyFileConfigLoader
 
     warnings.filterwarnings("ignore", category=SAWarning)  # nbgrader's own autoflush chatter
     started = time.monotonic()
