@@ -73,7 +73,7 @@ def _report(root: Path) -> None:
 
     results = load_class(root)
     paths = report.feedback(root, results)
-    page = report.class_page(root, results, root / "reports")
+    page = report.class_page(root, results, root / "reports" / "class.html")
     print(f"wrote {len(paths)} feedback report(s) under {root / 'feedback'} and the class page {page}")
 
 
@@ -165,6 +165,16 @@ def main(argv: list[str] | None = None) -> int:
         return _check(args.notebook, args.device)
     if not (args.course / "nbgrader_config.py").exists():
         raise SystemExit(f"error: {args.course} is not an nbgrader course directory (no nbgrader_config.py)")
+    from autograder import collect
+
+    try:
+        return _command(args)
+    except collect.CollectError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _command(args: argparse.Namespace) -> int:
     from autograder import collect, report
 
     if args.command == "release":

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from autograder import jail, settings, spec
@@ -68,7 +67,6 @@ def run_checks(
     device: str | None = None,
     seed: int | None = None,
     limits: settings.Limits | None = None,
-    on_verdict: Callable[[str, Verdict], None] | None = None,
 ) -> dict[str, dict[str, Verdict]]:
     """A verdict per notebook and part for the solution cells ``{notebook: source}``."""
     device = resolve_device(device or settings.device())
@@ -76,50 +74,48 @@ def run_checks(
     limits = limits or settings.limits()
     label = device_label(device)
     verdicts: dict[str, dict[str, Verdict]] = {name: {} for name in sources}
-
-    def store(name: str, v: Verdict) -> None:
-        verdicts[name][v.part] = v
-        if on_verdict:
-            on_verdict(name, v)
-
     jobs = {}
     for name, source in sources.items():
         nb = spec.notebook(name)
         problem = _unusable(source, nb)
         if problem:
-            for p in nb.parts:
-                store(name, Verdict(p.name, problem[0], problem[1], p.hint, label, seed))
+            verdicts[name] = {p.name: Verdict(p.name, *problem, p.hint, label, seed) for p in nb.parts}
         else:
             jobs[name] = {"symbol": nb.symbol, "prelude": nb.prelude, "source": source}
     keys = [f"{name}:{p.name}" for name in jobs for p in spec.notebook(name).parts]
-    request = {"jobs": jobs, "seed": seed, "device": device}
-    while keys:
-        events, ended = _run_runner(dict(request, parts=keys), limits)
-        started = None
-        for event in events:
-            key = event.get("part")
-            if key not in keys:
-                continue
-            name, part = key.split(":", 1)
-            if event.get("event") == "start":
-                started = key
-            elif event.get("event") == "done":
-                store(name, judge(spec.notebook(name), part, _load(event.get("data")), seed, device, label))
-                keys.remove(key)
-                started = None
-        if not keys:
-            break
-        failed = started or keys[0]  # died before starting a part: blame the first, never loop forever
-        name, part = failed.split(":", 1)
-        status = "timeout" if ended == "timeout" else ("limit" if "limit" in ended else "crashed")
-        message = (
-            f"stopped after {limits.part_timeout:g} s: an endless loop, or far too slow"
-            if status == "timeout"
-            else f"the checking process ended while running your code: {ended}"
-        )
-        store(name, Verdict(part, status, message, spec.notebook(name).part(part).hint, label, seed))
-        keys.remove(failed)
+    while keys:  # each round runs what is left; a hang or a crash costs one part
+        events, ended = _run_runner({"jobs": jobs, "seed": seed, "device": device, "parts": keys}, limits)
+        running = None
+        for event in (e for e in events if e.get("part") in keys):
+            name, part = event["part"].split(":", 1)
+            running = event["part"] if event.get("event") == "start" else None
+            if event.get("event") == "done":
+                verdicts[name][part] = judge(
+                    spec.notebook(name), part, _load(event.get("data")), seed, device, label
+                )
+                keys.remove(event["part"])
+        if keys:
+            failed = running or keys[0]  # died before starting a part: blame the first, never loop forever
+            name, part = failed.split(":", 1)
+            verdicts[name][part] = _stopped(spec.notebook(name).part(part), ended, limits, label, seed)
+            keys.remove(failed)
     return verdicts
+
+
+def _stopped(part: spec.Part, ended: str, limits: settings.Limits, label: str, seed: int) -> Verdict:
+    """The verdict on a part during which the runner hung or ended."""
+    if ended == "timeout":
+        message = f"stopped after {limits.part_timeout:g} s: an endless loop, or far too slow"
+        return Verdict(part.name, "timeout", message, part.hint, label, seed)
+    status = "limit" if "limit" in ended else "crashed"
+    return Verdict(
+        part.name,
+        status,
+        f"the checking process ended while running your code: {ended}",
+        part.hint,
+        label,
+        seed,
+    )
 
 
 def _unusable(source: str | None, nb: spec.Notebook) -> tuple[str, str] | None:
@@ -147,7 +143,6 @@ def _run_runner(request: dict, limits: settings.Limits) -> tuple[list[dict], str
     """Run the jailed runner until it ends or a part overruns; (events, how it ended)."""
     request = dict(request, modules={name: path.read_text() for name, path in _HARNESS.items()})
     cell = jail.Jail(jail.new_scratch("checks"), limits=limits)
-    events: list[dict] = []
     proc = subprocess.Popen(
         cell.command([sys.executable, "-I", "-c", _BOOT]),
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
@@ -166,32 +161,13 @@ def _run_runner(request: dict, limits: settings.Limits) -> tuple[list[dict], str
         proc.stdin.close()
     except OSError:
         pass
-    ended = "ended"
-    deadline = time.monotonic() + limits.start_timeout
     try:
-        while True:
-            try:
-                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                ended = "timeout"
-                break
-            if line is None:
-                proc.wait()
-                ended = (
-                    "ended"
-                    if proc.returncode == 0
-                    else jail.describe_exit(proc.returncode, cell.limits_hit())
-                )
-                break
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue  # the solution wrote into the channel: results carry their own data
-            if isinstance(event, dict):
-                events.append(event)
-                if event.get("event") == "end":
-                    break
-                deadline = time.monotonic() + limits.part_timeout
+        events, ended = _collect(lines, limits)
+        if ended == "ended":
+            proc.wait()
+            ended = (
+                "ended" if proc.returncode == 0 else jail.describe_exit(proc.returncode, cell.limits_hit())
+            )
     finally:
         if proc.poll() is None:
             try:
@@ -201,3 +177,25 @@ def _run_runner(request: dict, limits: settings.Limits) -> tuple[list[dict], str
             proc.wait()
         cell.close()
     return events, ended
+
+
+def _collect(lines: queue.Queue, limits: settings.Limits) -> tuple[list[dict], str]:
+    """The runner's events until its last line, its end, or a silence past the time limit."""
+    events: list[dict] = []
+    deadline = time.monotonic() + limits.start_timeout
+    while True:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            return events, "timeout"
+        if line is None:
+            return events, "ended"
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue  # the solution wrote into the channel: results carry their own data
+        if isinstance(event, dict):
+            events.append(event)
+            if event.get("event") == "end":
+                return events, "finished"
+            deadline = time.monotonic() + limits.part_timeout

@@ -220,7 +220,9 @@ class RepairMetadata(NbGraderPreprocessor):
         from nbgrader.coursedir import CourseDirectory
 
         coursedir = CourseDirectory(config=self.config)
-        released = Path(coursedir.format_path(coursedir.release_directory, ".", resources["nbgrader"]["assignment"]))
+        released = Path(
+            coursedir.format_path(coursedir.release_directory, ".", resources["nbgrader"]["assignment"])
+        )
         path = released / f"{notebook.name}.ipynb"
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing: run `python -m autograder release` (or nbgrader "

@@ -25,7 +25,7 @@ from nbgrader.api import Gradebook, MissingEntry
 from nbgrader.plugins.export import ExportPlugin
 
 from autograder import settings, spec
-from autograder.results import NotebookResult, StudentResult, fmt
+from autograder.results import NOT_SUBMITTED, NotebookResult, StudentResult, fmt
 
 TEMPLATES = Path(__file__).with_name("templates")
 _GRADER_LINE = re.compile(r"autograder|harness_|HIDDEN TESTS|BEGIN SOLUTION|END SOLUTION")
@@ -173,7 +173,7 @@ def summarize(results: dict[str, StudentResult]) -> ClassSummary:
     lost: Counter = Counter()
     for result in results.values():
         for name, nb in result.notebooks.items():
-            if nb.status == "not submitted":
+            if nb.status == NOT_SUBMITTED:
                 missing[name] += 1
                 continue
             scores[name][nb.score] += 1

@@ -14,6 +14,11 @@ from pathlib import Path
 from autograder import settings, spec
 
 PASSED = "passed"
+# Statuses of a whole notebook.
+GRADED = "graded"
+NOT_SUBMITTED = "not submitted"
+NOT_GRADED = "not graded"
+INVALID = "invalid notebook"
 
 
 @dataclass
@@ -86,6 +91,8 @@ class NotebookResult:
 
 @dataclass
 class StudentResult:
+    """One student's notebooks; their total and whether all of it was graded in the jail."""
+
     student_id: str
     notebooks: dict[str, NotebookResult]
 
@@ -124,12 +131,12 @@ def load_student(course_root: Path, student: str) -> StudentResult:
         submitted = root / "submitted" / student / settings.ASSIGNMENT / f"{name}.ipynb"
         graded = root / "autograded" / student / settings.ASSIGNMENT / f"{name}.ipynb"
         if not submitted.exists():
-            notebooks[name] = NotebookResult.empty(name, "not submitted", f"{name}.ipynb was not submitted")
+            notebooks[name] = NotebookResult.empty(name, NOT_SUBMITTED, f"{name}.ipynb was not submitted")
             continue
         try:
             load_notebook(submitted)
         except InvalidNotebook as exc:
-            notebooks[name] = NotebookResult.empty(name, "invalid notebook", str(exc))
+            notebooks[name] = NotebookResult.empty(name, INVALID, str(exc))
             continue
         data = (
             nbformat.read(graded, as_version=4).metadata.get(settings.RESULT_KEY) if graded.exists() else None

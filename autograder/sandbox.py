@@ -105,6 +105,32 @@ def _warm_up(torch, cases, device) -> None:  # noqa: ANN001
     torch.zeros(2).to("meta").add_(1).sqrt()
 
 
+def _run_part(job: dict, name: str, drive) -> dict:  # noqa: ANN001 - drive(fn) runs the part's cases
+    """Define the solution in a fresh namespace and run one part's cases on it; what happened."""
+    filename = f"<{name} solution cell>"
+    linecache.cache[filename] = (len(job["source"]), None, job["source"].splitlines(True), filename)
+    result: dict = {"ok": False, "error": None, "setup_error": None}
+    namespace: dict = {"__name__": "__main__", "__builtins__": __builtins__}  # a __main__ guard runs too
+    before = len(tripped())
+    try:
+        exec(compile(job["prelude"], "<prelude>", "exec"), namespace)
+        try:
+            exec(compile(job["source"], filename, "exec"), namespace)
+        except BaseException as exc:  # top-level code may fail after the definition we need
+            result["setup_error"] = _describe(exc, filename)
+        fn = namespace.get(job["symbol"])
+        if fn is None:
+            result["error"] = f"the solution cell does not define {job['symbol']}" + (
+                f" (it raised {result['setup_error']})" if result["setup_error"] else ""
+            )
+        else:
+            result.update(ok=True, payload=drive(fn))
+    except BaseException as exc:  # SystemExit, KeyboardInterrupt and MemoryError included
+        result["error"] = _describe(exc, filename)
+    result["tripped"] = tripped()[before:][:5]
+    return result
+
+
 def main(request: dict, cases) -> None:  # noqa: ANN001 - the harness module, sent with the request
     out = os.fdopen(os.dup(1), "w", buffering=1)  # the result channel, before stdout goes away
     null = os.open(os.devnull, os.O_WRONLY)
@@ -132,32 +158,12 @@ def main(request: dict, cases) -> None:  # noqa: ANN001 - the harness module, se
     armed = False
     for key in request["parts"]:
         name, part = key.split(":", 1)
-        job = request["jobs"][name]
         if name == "adam" and not armed:
             install_tripwires(torch)  # for good: the Adam parts run last
             armed = True
         emit({"part": key, "event": "start"})
-        filename = f"<{name} solution cell>"
-        linecache.cache[filename] = (len(job["source"]), None, job["source"].splitlines(True), filename)
-        result: dict = {"ok": False, "error": None, "setup_error": None}
-        namespace: dict = {"__name__": "__main__", "__builtins__": __builtins__}
-        before = len(tripped())
-        try:
-            exec(compile(job["prelude"], "<prelude>", "exec"), namespace)
-            try:
-                exec(compile(job["source"], filename, "exec"), namespace)
-            except BaseException as exc:  # top-level code may fail after the definition we need
-                result["setup_error"] = _describe(exc, filename)
-            fn = namespace.get(job["symbol"])
-            if fn is None:
-                result["error"] = f"the solution cell does not define {job['symbol']}" + (
-                    f" (it raised {result['setup_error']})" if result["setup_error"] else ""
-                )
-            else:
-                result.update(ok=True, payload=drivers[name](part, fn))
-        except BaseException as exc:  # SystemExit, KeyboardInterrupt and MemoryError included
-            result["error"] = _describe(exc, filename)
-        result["tripped"] = tripped()[before:][:5] if armed else []
+        result = _run_part(request["jobs"][name], name, lambda fn: drivers[name](part, fn))  # noqa: B023
+        result["tripped"] = result["tripped"] if armed else []
         buffer = io.BytesIO()
         try:
             save(result, buffer)

@@ -232,7 +232,7 @@ ADAM_MISTAKES: dict[str, tuple] = {
 
 
 # Allowed: a torch.optim.Optimizer subclass that does its own maths (full marks).
-ADAM_SUBCLASS = '''\
+ADAM_SUBCLASS = """\
 class Adam(torch.optim.Optimizer):
     def __init__(self, model_params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
         super().__init__(model_params, dict(lr=lr, betas=betas, eps=eps))
@@ -253,4 +253,4 @@ class Adam(torch.optim.Optimizer):
                 m_hat = state["m"] / (1 - beta_1 ** state["t"])
                 v_hat = state["v"] / (1 - beta_2 ** state["t"])
                 p.sub_(group["lr"] * m_hat / (v_hat.sqrt() + group["eps"]))
-'''
+"""
