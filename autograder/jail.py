@@ -30,8 +30,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
-import uuid
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -39,6 +37,7 @@ from pathlib import Path
 from jupyter_client.manager import AsyncKernelManager
 
 from autograder import settings
+from autograder.limits import Cgroups, tree_bytes
 
 
 class JailUnavailable(RuntimeError):
@@ -70,99 +69,6 @@ def check_available() -> None:
             f"bubblewrap cannot make a jail here ({probe.stderr.strip()[:200]}); user namespaces may be "
             f"disabled (sysctl kernel.unprivileged_userns_clone=1). {HOW_TO_INSTALL}"
         )
-
-
-# ----------------------------------------------------------------------------- cgroups
-
-
-def _cgroup_parents() -> dict[str, Path]:
-    """Writable cgroup folders for the memory and pids controllers (cgroup v2 or v1), where any."""
-    found: dict[str, Path] = {}
-    try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        return found
-    base = Path("/sys/fs/cgroup")
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if controllers == "" and (base / "cgroup.controllers").exists():  # v2, unified at the root
-            folder = base / path.lstrip("/")
-            enabled = (folder / "cgroup.subtree_control").read_text().split() if folder.exists() else []
-            for name in ("memory", "pids"):
-                if name in enabled:
-                    found.setdefault(name, folder)
-        for name in ("memory", "pids"):
-            if name in controllers.split(","):
-                found.setdefault(name, base / name / path.lstrip("/"))
-    return {name: folder for name, folder in found.items() if os.access(folder, os.W_OK)}
-
-
-@dataclass
-class Cgroups:
-    """One jail's memory and pids cgroups (those the machine lets us create)."""
-
-    folders: dict[str, Path] = field(default_factory=dict)
-
-    @classmethod
-    def create(cls, limits: settings.Limits) -> Cgroups:
-        made = cls()
-        name = f"autograder-{uuid.uuid4().hex[:12]}"
-        for controller, parent in _cgroup_parents().items():
-            folder = parent / name
-            try:
-                folder.mkdir()
-                v2 = (folder / "cgroup.controllers").exists()
-                if controller == "memory":
-                    target = "memory.max" if v2 else "memory.limit_in_bytes"
-                    (folder / target).write_text(str(limits.memory_bytes + 256 * 2**20))  # rlimit first
-                else:
-                    (folder / "pids.max").write_text(str(limits.processes))
-                made.folders[controller] = folder
-            except OSError:
-                shutil.rmtree(folder, ignore_errors=True)
-        return made
-
-    def procs_files(self) -> list[str]:
-        return [str(folder / "cgroup.procs") for folder in self.folders.values()]
-
-    def hit(self) -> list[str]:
-        """Which limits were reached (``memory``, ``processes``)."""
-        hits = []
-        for controller, folder in self.folders.items():
-            for events in ("memory.events", "pids.events"):
-                text = _read(folder / events)
-                if any(
-                    line.split()[0] in ("oom_kill", "max") and line.split()[1] != "0"
-                    for line in text.splitlines()
-                ):
-                    hits.append("memory" if controller == "memory" else "processes")
-            if controller == "memory" and _read(folder / "memory.failcnt").strip() not in ("", "0"):
-                hits.append("memory")
-        return sorted(set(hits))
-
-    def kill_and_remove(self) -> None:
-        for folder in self.folders.values():
-            for _ in range(50):
-                pids = [int(p) for p in _read(folder / "cgroup.procs").split()]
-                if not pids:
-                    break
-                for pid in pids:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                time.sleep(0.02)
-            try:
-                folder.rmdir()
-            except OSError:
-                pass
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text()
-    except OSError:
-        return ""
 
 
 # ----------------------------------------------------------------------------- the jail
@@ -283,7 +189,7 @@ class Jail:
 
         def run() -> None:
             while not self._stop.wait(0.5):
-                if _tree_bytes(self.scratch, limit=4 * self.limits.file_bytes) > 4 * self.limits.file_bytes:
+                if tree_bytes(self.scratch, limit=4 * self.limits.file_bytes) > 4 * self.limits.file_bytes:
                     self.breaches.append("disk")
                     kill()
                     return
@@ -299,27 +205,6 @@ class Jail:
         self._stop.set()
         self.cgroups.kill_and_remove()
         shutil.rmtree(self.scratch, ignore_errors=True)
-
-
-def _tree_bytes(root: Path, limit: int) -> int:
-    total, stack, seen = 0, [root], 0
-    while stack and total <= limit:
-        try:
-            entries = list(os.scandir(stack.pop()))
-        except OSError:
-            continue
-        for entry in entries:
-            seen += 1
-            if seen > 200_000:  # millions of files is a breach too
-                return limit + 1
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
-                else:
-                    total += entry.stat(follow_symlinks=False).st_blocks * 512
-            except OSError:
-                pass
-    return total
 
 
 def new_scratch(prefix: str) -> Path:

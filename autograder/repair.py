@@ -168,20 +168,7 @@ def repair(
             if cell.get("metadata", {}).pop("nbgrader", None) is not None:
                 dropped += 1
             out.append(cell)
-    if restored:
-        notes.append(
-            f"nbgrader metadata of {restored} cell(s) was missing or changed and was restored from the release"
-        )
-    if dropped:
-        notes.append(f"{dropped} extra copy(ies) of graded cells were ignored for grading")
-    others = [
-        c for c in out if c["cell_type"] == "code" and not _grade_id(c) and defines(c["source"], nb.symbol)
-    ]
-    if others:
-        notes.append(
-            f"{len(others)} other cell(s) also define {nb.symbol}: the hidden checks used the solution cell, "
-            "the notebook's own tests whichever definition ran last"
-        )
+    notes += _summary(out, restored, dropped, nb)
     seen: set[str] = set()
     for cell in out:  # nbformat needs unique cell ids
         if not isinstance(cell.get("id"), str) or cell["id"] in seen:
@@ -191,6 +178,26 @@ def repair(
     result.cells = [nbformat.from_dict(c) for c in out]
     result.nbformat, result.nbformat_minor = 4, max(5, submitted.get("nbformat_minor", 5))
     return result, notes
+
+
+def _summary(cells: list[dict], restored: int, dropped: int, nb: spec.Notebook) -> list[str]:
+    """What the report should say about the repair."""
+    notes = []
+    if restored:
+        notes.append(
+            f"nbgrader metadata of {restored} cell(s) was missing or changed and was restored from the release"
+        )
+    if dropped:
+        notes.append(f"{dropped} extra copy(ies) of graded cells were ignored for grading")
+    others = [
+        c for c in cells if c["cell_type"] == "code" and not _grade_id(c) and defines(c["source"], nb.symbol)
+    ]
+    if others:
+        notes.append(
+            f"{len(others)} other cell(s) also define {nb.symbol}: the hidden checks used the solution cell, "
+            "the notebook's own tests whichever definition ran last"
+        )
+    return notes
 
 
 def solution_source(notebook: NotebookNode, nb: spec.Notebook) -> str | None:
