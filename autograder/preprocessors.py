@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import nbformat
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
@@ -40,7 +41,7 @@ def _grade_id(cell: dict) -> str | None:
 
 
 class HiddenChecks(NbGraderPreprocessor):
-    """Run the notebook's hidden checks in a jail and judge them; keep the verdicts for Reconcile."""
+    """Start the notebook's hidden checks (jailed, judged here) beside the kernel; Reconcile waits for them."""
 
     def preprocess(self, nb: nbformat.NotebookNode, resources: dict) -> tuple:
         notebook = _known(resources)
@@ -48,10 +49,11 @@ class HiddenChecks(NbGraderPreprocessor):
             return nb, resources
         if not settings.unconfined():
             jail.check_available()  # no jail, no grading: a clear error, and no score is written
-        started = time.monotonic()
         source = next((c.source for c in nb.cells if _grade_id(c) == notebook.solution_id), None)
-        verdicts = checks.run_checks({notebook.name: source})[notebook.name]
-        resources["autograder"] = {"verdicts": verdicts, "started": started}
+        pool = ThreadPoolExecutor(max_workers=1)
+        future = pool.submit(checks.run_checks, {notebook.name: source})
+        pool.shutdown(wait=False)
+        resources["autograder"] = {"verdicts": future, "started": time.monotonic()}
         return nb, resources
 
 
@@ -112,7 +114,8 @@ class Reconcile(NbGraderPreprocessor):
         if notebook is None:
             return nb, resources
         state = resources.get("autograder", {})
-        verdicts: dict[str, Verdict] = state.get("verdicts", {})
+        pending = state.get("verdicts")
+        verdicts: dict[str, Verdict] = pending.result()[notebook.name] if pending else {}
         status, note = state.get("status", ("graded", ""))
         repair_notes = nb.metadata.get(settings.RESULT_KEY, {}).get("repair_notes", [])
         info = resources["nbgrader"]

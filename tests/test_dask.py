@@ -1,0 +1,143 @@
+"""Grading on a Dask cluster of separate processes, as if on other machines, and surviving a lost worker.
+
+A ``dask scheduler`` and two ``dask worker`` processes, each with its own
+``--local-directory`` and no shared course folder, grade a small class; the CSV must be
+the one the local default gives. Then one worker is killed while it grades: the task is
+retried on the other, and the CSV is still the same.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from autograder import solutions, spec
+from autograder.__main__ import release
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+CLASS = {
+    "ada": {"accumulation": solutions.ACCUMULATION, "adam": solutions.ADAM},
+    "ben": {
+        "accumulation": solutions.MATERIAL_ACCUMULATION,
+        "adam": solutions.ADAM_MISTAKES["t_per_parameter"][0],
+    },
+}
+
+
+def _env(**extra: str) -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1", **extra}
+
+
+def _course(base: Path) -> Path:
+    root = base / "assignments"
+    root.mkdir(parents=True)
+    shutil.copy(ROOT / "assignments" / "nbgrader_config.py", root)
+    shutil.copytree(ROOT / "assignments" / "source", root / "source")
+    release(root)
+    for student, answers in CLASS.items():
+        folder = root / "submitted" / student / spec.ASSIGNMENT
+        folder.mkdir(parents=True)
+        for name, source in answers.items():
+            nb = nbformat.read(root / "release" / spec.ASSIGNMENT / f"{name}.ipynb", as_version=4)
+            for cell in nb.cells:
+                if cell.metadata.get("nbgrader", {}).get("grade_id") == spec.notebook(name).solution_id:
+                    cell.source = source
+            nbformat.write(nb, folder / f"{name}.ipynb")
+    return root
+
+
+def _grade_and_export(root: Path, *args: str) -> str:
+    grade = subprocess.run([sys.executable, "-m", "autograder", "--course", str(root), "grade", *args],
+                           cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=1200)  # fmt: skip
+    assert grade.returncode == 0, grade.stdout[-2000:] + grade.stderr[-3000:]
+    out = root.parent / "grades.csv"
+    subprocess.run([sys.executable, "-m", "autograder", "--course", str(root), "export", "--csv", str(out)],
+                   cwd=ROOT, env=_env(), check=True, capture_output=True)  # fmt: skip
+    return out.read_text()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - (address, worker processes)
+    base = tmp_path_factory.mktemp("cluster")
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = _env(DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES="1")
+    procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                               "--no-dashboard"], env=env, cwd=base, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]  # fmt: skip
+    workers = []
+    for i in range(2):
+        local = base / f"machine{i}"
+        local.mkdir()
+        workers.append(subprocess.Popen(
+            [str(BIN / "dask"), "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
+             "--local-directory", str(local), "--name", f"machine{i}"],
+            env=_env(AUTOGRADER_SCRATCH=str(local)), cwd=local, start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ))  # fmt: skip
+    procs += workers
+    from dask.distributed import Client
+
+    with Client(address, timeout=60) as client:
+        client.wait_for_workers(2, timeout=120)
+    yield address, workers
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def local_csv(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return _grade_and_export(_course(tmp_path_factory.mktemp("local")), "--workers", "2")
+
+
+def test_a_separate_cluster_grades_like_the_local_default(cluster, local_csv: str, tmp_path: Path) -> None:
+    address, _ = cluster
+    csv = _grade_and_export(_course(tmp_path), "--scheduler", address)
+    assert csv == local_csv
+    assert "ada,5,5,10,10" in csv and "ben,1," in csv  # the material's accumulation earns 1 mark
+
+
+def test_killing_a_worker_mid_run_gives_the_same_csv(cluster, local_csv: str, tmp_path: Path) -> None:
+    from dask.distributed import Client
+
+    address, workers = cluster
+    root = _course(tmp_path)
+    grading = subprocess.Popen([sys.executable, "-m", "autograder", "--course", str(root), "grade", "--scheduler", address],
+                               cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    with Client(address, timeout=60) as client:
+        deadline = time.monotonic() + 300
+        busy = {}
+        while not busy and time.monotonic() < deadline and grading.poll() is None:
+            busy = {w: keys for w, keys in client.processing().items() if keys}
+            time.sleep(0.2)
+        assert busy, "no worker ever started grading"
+        victim = next(iter(busy))
+        pids = client.run(os.getpid, workers=[victim])
+    os.kill(pids[victim], signal.SIGKILL)  # the machine is gone, mid-task
+    out, _ = grading.communicate(timeout=1200)
+    assert grading.returncode == 0, out[-3000:]
+    csv = root.parent / "grades.csv"
+    subprocess.run([sys.executable, "-m", "autograder", "--course", str(root), "export", "--csv", str(csv)],
+                   cwd=ROOT, env=_env(), check=True, capture_output=True)  # fmt: skip
+    assert csv.read_text() == local_csv
+    assert any(w.poll() is not None for w in workers)  # one worker really died
