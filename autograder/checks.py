@@ -76,12 +76,12 @@ def run_checks(
     verdicts: dict[str, dict[str, Verdict]] = {name: {} for name in sources}
     jobs = {}
     for name, source in sources.items():
-        nb = spec.notebook(name)
-        problem = _unusable(source, nb)
+        graded = spec.notebook(name)
+        problem = _unusable(source, graded)
         if problem:
-            verdicts[name] = {p.name: Verdict(p.name, *problem, p.hint, label, seed) for p in nb.parts}
+            verdicts[name] = {p.name: Verdict(p.name, *problem, p.hint, label, seed) for p in graded.parts}
         else:
-            jobs[name] = {"symbol": nb.symbol, "prelude": nb.prelude, "source": source}
+            jobs[name] = {"symbol": graded.symbol, "prelude": graded.prelude, "source": source}
     keys = [f"{name}:{p.name}" for name in jobs for p in spec.notebook(name).parts]
     while keys:  # each round runs what is left; a hang or a crash costs one part
         events, ended = _run_runner({"jobs": jobs, "seed": seed, "device": device, "parts": keys}, limits)
@@ -118,9 +118,9 @@ def _stopped(part: spec.Part, ended: str, limits: settings.Limits, label: str, s
     )
 
 
-def _unusable(source: str | None, nb: spec.Notebook) -> tuple[str, str] | None:
+def _unusable(source: str | None, graded: spec.Notebook) -> tuple[str, str] | None:
     if not source or not source.strip():
-        return "missing", f"no solution cell with {nb.symbol} was found in the notebook"
+        return "missing", f"no solution cell with {graded.symbol} was found in the notebook"
     try:
         ast.parse(source)
     except SyntaxError as exc:

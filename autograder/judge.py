@@ -14,9 +14,9 @@ from autograder import spec
 from autograder.results import PASSED, Verdict
 
 
-def judge(nb: spec.Notebook, part: str, result: object, seed: int, device: str, label: str) -> Verdict:
+def judge(graded: spec.Notebook, part: str, result: object, seed: int, device: str, label: str) -> Verdict:
     """The verdict on one part from the runner's ``result`` for it."""
-    hint = nb.part(part).hint
+    hint = graded.part(part).hint
 
     def out(status: str, message: str = "") -> Verdict:
         return Verdict(part, status, message, "" if status == PASSED else hint, label, seed)
@@ -29,7 +29,7 @@ def judge(nb: spec.Notebook, part: str, result: object, seed: int, device: str, 
     if not result.get("ok"):
         return out(*explain_error(result))
     try:
-        judges = ACCUMULATION_JUDGES if nb.name == "accumulation" else ADAM_JUDGES
+        judges = ACCUMULATION_JUDGES if graded.name == "accumulation" else ADAM_JUDGES
         problem = judges[part](result["payload"], seed, _torch_device(device))
     except Exception as exc:  # malformed payloads are the student's; never crash the batch
         problem = f"the checker could not understand your results ({type(exc).__name__}: {str(exc)[:200]})"

@@ -97,24 +97,24 @@ def _similarity(a: str, b: str) -> float:
     return matcher.ratio()
 
 
-def _score(ref: dict, cell: dict, nb: spec.Notebook) -> float:
+def _score(ref: dict, cell: dict, graded: spec.Notebook) -> float:
     """How well submission ``cell`` matches release cell ``ref`` (0 = not at all)."""
     if ref["cell_type"] != cell["cell_type"]:
         return 0.0
     ref_id = _grade_id(ref)
     score = 3.0 if ref_id and _grade_id(cell) == ref_id else 0.0
-    if ref_id == nb.solution_id:
-        return score + (2.0 if defines(cell["source"], nb.symbol) else 0.0)
+    if ref_id == graded.solution_id:
+        return score + (2.0 if defines(cell["source"], graded.symbol) else 0.0)
     similarity = _similarity(ref["source"], cell["source"])
     if similarity >= 0.6:
         score += 2.0 * similarity
     return score
 
 
-def _align(release: list, cells: list, nb: spec.Notebook) -> list[tuple[int | None, int | None]]:
+def _align(release: list, cells: list, graded: spec.Notebook) -> list[tuple[int | None, int | None]]:
     """Order-preserving alignment maximising the total match score; pairs (release index, cell index)."""
     n, m = len(release), len(cells)
-    scores = [[_score(r, c, nb) for c in cells] for r in release]
+    scores = [[_score(r, c, graded) for c in cells] for r in release]
     best = [[0.0] * (m + 1) for _ in range(n + 1)]
     for i in range(n - 1, -1, -1):
         for j in range(m - 1, -1, -1):
@@ -136,7 +136,7 @@ def _align(release: list, cells: list, nb: spec.Notebook) -> list[tuple[int | No
 
 
 def repair(
-    submitted: NotebookNode, release: NotebookNode, nb: spec.Notebook
+    submitted: NotebookNode, release: NotebookNode, graded: spec.Notebook
 ) -> tuple[NotebookNode, list[str]]:
     """A gradable copy of ``submitted`` with the release's nbgrader metadata restored; (notebook, notes)."""
     cells = [copy.deepcopy(c) for c in submitted.cells]
@@ -144,7 +144,7 @@ def repair(
     notes: list[str] = []
     out: list[dict] = []
     restored, dropped = 0, 0
-    for i, j in _align(ref_cells, cells, nb):
+    for i, j in _align(ref_cells, cells, graded):
         ref = ref_cells[i] if i is not None else None
         if ref is not None and j is not None:
             cell = cells[j]
@@ -161,14 +161,14 @@ def repair(
         elif ref is not None:
             if _grade_id(ref):
                 out.append(copy.deepcopy(ref))
-                what = "solution cell" if _grade_id(ref) == nb.solution_id else f"cell {_grade_id(ref)!r}"
+                what = "solution cell" if _grade_id(ref) == graded.solution_id else f"cell {_grade_id(ref)!r}"
                 notes.append(f"the {what} was missing and was restored from the release")
         else:
             cell = cells[j]
             if cell.get("metadata", {}).pop("nbgrader", None) is not None:
                 dropped += 1
             out.append(cell)
-    notes += _summary(out, restored, dropped, nb)
+    notes += _summary(out, restored, dropped, graded)
     seen: set[str] = set()
     for cell in out:  # nbformat needs unique cell ids
         if not isinstance(cell.get("id"), str) or cell["id"] in seen:
@@ -180,7 +180,7 @@ def repair(
     return result, notes
 
 
-def _summary(cells: list[dict], restored: int, dropped: int, nb: spec.Notebook) -> list[str]:
+def _summary(cells: list[dict], restored: int, dropped: int, graded: spec.Notebook) -> list[str]:
     """What the report should say about the repair."""
     notes = []
     if restored:
@@ -190,28 +190,30 @@ def _summary(cells: list[dict], restored: int, dropped: int, nb: spec.Notebook) 
     if dropped:
         notes.append(f"{dropped} extra copy(ies) of graded cells were ignored for grading")
     others = [
-        c for c in cells if c["cell_type"] == "code" and not _grade_id(c) and defines(c["source"], nb.symbol)
+        c
+        for c in cells
+        if c["cell_type"] == "code" and not _grade_id(c) and defines(c["source"], graded.symbol)
     ]
     if others:
         notes.append(
-            f"{len(others)} other cell(s) also define {nb.symbol}: the hidden checks used the solution cell, "
+            f"{len(others)} other cell(s) also define {graded.symbol}: the hidden checks used the solution cell, "
             "the notebook's own tests whichever definition ran last"
         )
     return notes
 
 
-def solution_source(notebook: NotebookNode, nb: spec.Notebook) -> str | None:
+def solution_source(nb: NotebookNode, graded: spec.Notebook) -> str | None:
     """The source of the (repaired) notebook's solution cell, or None when there is none."""
-    for cell in notebook.cells:
-        if _grade_id(cell) == nb.solution_id:
+    for cell in nb.cells:
+        if _grade_id(cell) == graded.solution_id:
             return cell["source"]
     return None
 
 
 def identify(notebook_text: str) -> str | None:
     """Which lab notebook a file is, from its content (for uploads with unhelpful names)."""
-    hits = [name for name, nb in spec.NOTEBOOKS.items()
-            if (f"def {nb.symbol}(" if nb.kind == "function" else f"class {nb.symbol}") in notebook_text]  # fmt: skip
+    hits = [name for name, graded in spec.NOTEBOOKS.items()
+            if (f"def {graded.symbol}(" if graded.kind == "function" else f"class {graded.symbol}") in notebook_text]  # fmt: skip
     return hits[0] if len(hits) == 1 else None
 
 

@@ -172,18 +172,20 @@ def summarize(results: dict[str, StudentResult]) -> ClassSummary:
     made: Counter = Counter()
     lost: Counter = Counter()
     for result in results.values():
-        for name, nb in result.notebooks.items():
-            if nb.status == NOT_SUBMITTED:
+        for name, nb_result in result.notebooks.items():
+            if nb_result.status == NOT_SUBMITTED:
                 missing[name] += 1
                 continue
-            scores[name][nb.score] += 1
-            made.update(m.label for m in diagnose(nb))
-            lost.update((name, p.name) for p in nb.parts.values() if not p.full_marks)
+            scores[name][nb_result.score] += 1
+            made.update(m.label for m in diagnose(nb_result))
+            lost.update((name, p.name) for p in nb_result.parts.values() if not p.full_marks)
     submitted = {name: sum(scores[name].values()) for name in spec.NOTEBOOKS}
     mistakes = [(m, made[m.label], submitted[m.notebook]) for m in MISTAKES]
     mistakes.sort(key=lambda row: -row[1])
     failed = [
-        (n, p.name, lost[n, p.name], submitted[n]) for n, nb in spec.NOTEBOOKS.items() for p in nb.parts
+        (n, p.name, lost[n, p.name], submitted[n])
+        for n, graded in spec.NOTEBOOKS.items()
+        for p in graded.parts
     ]
     failed.sort(key=lambda row: -row[2])
     return ClassSummary(len(results), scores, missing, mistakes, failed)
@@ -200,8 +202,10 @@ def _plots(summary: ClassSummary) -> dict[str, str]:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(4 * len(spec.NOTEBOOKS), 3))
-    for ax, (name, nb) in zip(fig.subplots(1, len(spec.NOTEBOOKS), squeeze=False)[0], spec.NOTEBOOKS.items()):
-        marks = sorted(set(range(nb.max_score + 1)) | set(summary.scores[name]))
+    for ax, (name, graded) in zip(
+        fig.subplots(1, len(spec.NOTEBOOKS), squeeze=False)[0], spec.NOTEBOOKS.items()
+    ):
+        marks = sorted(set(range(graded.max_score + 1)) | set(summary.scores[name]))
         ax.bar([fmt(x) for x in marks], [summary.scores[name][x] for x in marks], color="#4c72b0")
         ax.bar(["not\nsubmitted"], [summary.missing[name]], color="#999999")
         ax.set(title=f"{name}.ipynb", xlabel="score", ylabel="students")

@@ -84,9 +84,9 @@ class NotebookResult:
     @classmethod
     def empty(cls, name: str, status: str, note: str) -> NotebookResult:
         """A notebook that scores 0 as a whole (not submitted, unreadable, crashed)."""
-        nb = spec.notebook(name)
-        parts = {p.name: PartResult(p.name, p.title, 0.0, p.points, status) for p in nb.parts}
-        return cls(name, status, 0.0, nb.max_score, parts, [note])
+        graded = spec.notebook(name)
+        parts = {p.name: PartResult(p.name, p.title, 0.0, p.points, status) for p in graded.parts}
+        return cls(name, status, 0.0, graded.max_score, parts, [note])
 
 
 @dataclass
@@ -98,7 +98,7 @@ class StudentResult:
 
     @property
     def score(self) -> float:
-        return sum(nb.score for nb in self.notebooks.values())
+        return sum(result.score for result in self.notebooks.values())
 
     @property
     def max_score(self) -> float:
@@ -106,7 +106,7 @@ class StudentResult:
 
     @property
     def confined(self) -> bool:
-        return all(nb.confined for nb in self.notebooks.values())
+        return all(result.confined for result in self.notebooks.values())
 
 
 def fmt(x: float) -> str:

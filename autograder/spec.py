@@ -145,8 +145,8 @@ ADAM = Notebook(
     ),
 )
 
-NOTEBOOKS: dict[str, Notebook] = {nb.name: nb for nb in (ACCUMULATION, ADAM)}
-MAX_SCORE = sum(nb.max_score for nb in NOTEBOOKS.values())
+NOTEBOOKS: dict[str, Notebook] = {graded.name: graded for graded in (ACCUMULATION, ADAM)}
+MAX_SCORE = sum(graded.max_score for graded in NOTEBOOKS.values())
 
 
 def notebook(name: str) -> Notebook:
