@@ -33,7 +33,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-__all__ = ["Knob", "Knobs", "figure_png", "linear_values", "log_values"]
+__all__ = ["Knob", "Knobs", "figure_png", "linear_values", "log_values", "sweep_knobs"]
 
 _WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
@@ -239,3 +239,47 @@ def widget_view(widget: object) -> dict:
     if model_id is None:
         return {}
     return {_WIDGET_VIEW: {"version_major": 2, "version_minor": 0, "model_id": model_id}}
+
+
+def sweep_knobs(
+    runs: dict,
+    name: str,
+    smooth: int,
+    first_steps: int = 60,
+    value: object = None,
+    fmt: str = "{:g}",
+) -> Knobs:
+    """A slider over finished runs, ``{setting: per-step losses}``, for precomputed sweeps.
+
+    The left panel shows the first ``first_steps`` losses (early spikes), the right one every run smoothed
+    over ``smooth`` steps on a log scale (see :func:`course_utils.plotting.smoothed`); the chosen run is
+    drawn in colour, the others in grey. ``name`` labels the slider and is the keyword of the draw function.
+    """
+    from course_utils.plotting import smoothed  # plotting imports pyplot; keep `import knobs` light
+
+    if not runs:
+        raise ValueError("sweep_knobs needs at least one run")
+
+    def draw(**chosen_value: object) -> Figure:
+        chosen = chosen_value[name]
+        fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4), layout="constrained")
+        for setting, loss in runs.items():
+            style = (
+                dict(color="C3", linewidth=2.0, zorder=3) if setting == chosen else dict(color="lightgray")
+            )
+            left.plot(np.arange(min(first_steps, len(loss))), loss[:first_steps], **style)
+            right.plot(*smoothed(loss, smooth), **style)
+        label = f"{name} = {fmt.format(chosen)}"
+        left.set(xlabel="Update steps", ylabel="Loss")
+        left.set_title(
+            f"{label}: highest loss in the first {first_steps} steps {max(runs[chosen][:first_steps]):.2f}"
+        )
+        right.set_yscale("log")
+        right.set(xlabel="Update steps", ylabel=f"Loss (moving average of {smooth} steps)")
+        right.set_title(f"{label}: loss at the end {smoothed(runs[chosen], smooth)[1][-1]:.3f}")
+        for ax in (left, right):
+            ax.grid(True, which="both", alpha=0.5)
+        return fig
+
+    start = next(iter(runs)) if value is None else value
+    return Knobs(draw, [Knob(name, list(runs), value=start, fmt=fmt)])

@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from course_utils.knobs import Knob, Knobs, linear_values, log_values, widget_view  # noqa: E402
+from course_utils.knobs import Knob, Knobs, linear_values, log_values, sweep_knobs, widget_view  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -108,3 +108,17 @@ def test_draw_must_return_a_figure():
         Knobs(lambda lr: None, [Knob("lr", [0.1])])
     with pytest.raises(ValueError, match="unique names"):
         Knobs(lambda lr: None, [Knob("lr", [0.1]), Knob("lr", [0.2])])
+
+
+def test_sweep_knobs_highlight_the_chosen_run():
+    runs = {1e-8: [9.0, 5.0, 1.0, 0.5, 0.4, 0.3], 1e-2: [2.0, 1.5, 1.0, 0.8, 0.6, 0.5]}
+    knobs = sweep_knobs(runs, "eps", smooth=2, first_steps=3)
+    assert knobs.values == {"eps": 1e-8} and knobs.png.startswith(PNG_MAGIC)
+    fig = knobs.draw(eps=1e-2)
+    left, right = fig.axes
+    coloured = [line for line in right.lines if line.get_color() == "C3"]
+    assert len(coloured) == 1 and coloured[0].get_xdata().tolist() == [1, 2, 3, 4, 5]
+    assert coloured[0].get_ydata().tolist() == [1.75, 1.25, 0.9, 0.7, 0.55]
+    assert "highest loss in the first 3 steps 2.00" in left.get_title()
+    assert "loss at the end 0.550" in right.get_title() and right.get_yscale() == "log"
+    plt.close("all")
