@@ -72,6 +72,8 @@ def check_against_torch(
                     ) from None
                 worst = max(worst, (actual - expected).abs().max().item())
         report[str(device)] = worst
-        print(f"{my_cls.__name__} matches {torch_cls.__name__} on {device} for {steps} steps "
+        # "your Adam matches torch.optim.Adam", not "Adam matches Adam": the names are often the same.
+        public = "torch.optim" if torch_cls.__module__.startswith("torch.optim") else torch_cls.__module__
+        print(f"your {my_cls.__name__} matches {public}.{torch_cls.__name__} on {device} for {steps} steps "
               f"(largest difference {worst:.1e})")  # fmt: skip
     return report

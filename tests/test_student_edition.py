@@ -2,6 +2,7 @@
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -9,18 +10,17 @@ from pathlib import Path
 
 import nbformat
 import pytest
-import tomllib
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from autograder import publish
+from autograder import leaks
+from tools import notebooks as nbtools
+from tools import student_edition as publish
 
 ROOT = Path(__file__).resolve().parents[1]
 EDITION_REPO = "https://github.com/example-org/optimizers-student"
-INSTRUCTOR_REPO = tomllib.loads((ROOT / "tools" / "course.toml").read_text())["repository"]
+INSTRUCTOR_REPO = nbtools.load_setting().repository
 SOURCE = ROOT / "assignments" / "source" / "optimizers_lab"
-
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +46,7 @@ def _solution_body(source):
     return "\n".join(line for line in source.splitlines() if "SOLUTION" not in line)
 
 
+@pytest.mark.slow
 def test_edition_has_the_lectures_the_package_and_the_released_lab(edition):
     assert sorted(p.name for p in (edition / "notebooks").glob("*.ipynb")) == sorted(
         p.name for p in (ROOT / "notebooks").glob("*.ipynb")
@@ -59,6 +60,7 @@ def test_edition_has_the_lectures_the_package_and_the_released_lab(edition):
     assert "student-edition/lab/adam.ipynb" in names and "student-edition/course_utils/data.py" in names
 
 
+@pytest.mark.slow
 def test_edition_holds_no_solution_no_hidden_test_no_instructor_data(edition):
     assert not (edition / "autograder").exists()
     assert not list(edition.rglob("*.db")) and not list(edition.rglob("gradebook*"))
@@ -78,6 +80,7 @@ def test_edition_holds_no_solution_no_hidden_test_no_instructor_data(edition):
                 assert body not in sources, f"{path} contains a solution cell verbatim"
 
 
+@pytest.mark.slow
 def test_colab_badges_and_setup_cells_point_at_the_edition(edition):
     notebooks = sorted(edition.glob("notebooks/*.ipynb"))
     for path in notebooks:
@@ -91,6 +94,15 @@ def test_colab_badges_and_setup_cells_point_at_the_edition(edition):
     for path in notebooks + sorted(edition.glob("lab/*.ipynb")):
         rel = path.relative_to(edition).as_posix()
         assert f"colab.research.google.com/github/example-org/optimizers-student/blob/main/{rel}" in readme
+    for path in sorted(edition.glob("lab/*.ipynb")):  # the lab too: badge, submission note, setup cell
+        nb = nbformat.read(path, as_version=4)
+        rel = path.relative_to(edition).as_posix()
+        assert nbtools.problems(nb, nbtools.Setting(EDITION_REPO), rel) == []
+        assert f"github/example-org/optimizers-student/blob/main/{rel}" in nb.cells[0].source
+        assert "Download .ipynb" in nb.cells[0].source and f"`{path.name}`" in nb.cells[0].source
+        (setup,) = [c for c in nb.cells if nbtools.SETUP_TAG in c.metadata.get("tags", [])]
+        assert setup.metadata["nbgrader"]["locked"] and f"git+{EDITION_REPO}.git@main" in setup.source
+    assert 'prints "Test N passed"' in readme and "silently" not in readme
 
 
 def _wheel_contents(project, tmp_path):
@@ -115,6 +127,7 @@ def _wheel_contents(project, tmp_path):
     return zipfile.ZipFile(wheel).namelist()
 
 
+@pytest.mark.slow
 def test_pip_install_ships_course_utils_only(edition, tmp_path):
     for project in (ROOT, edition):
         names = _wheel_contents(project, tmp_path)
@@ -147,6 +160,7 @@ def _from_edition_check(edition):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb")))
 def test_every_lecture_runs_from_the_edition_alone(edition, name):
     path = edition / "notebooks" / name
@@ -163,6 +177,7 @@ def _graded_test_cells(nb):
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["accumulation.ipynb", "adam.ipynb"])
 def test_released_visible_tests_fail_on_the_stub_and_pass_with_the_solution(edition, name):
     released = nbformat.read(edition / "lab" / name, as_version=4)
@@ -190,6 +205,7 @@ def test_released_visible_tests_fail_on_the_stub_and_pass_with_the_solution(edit
         pytest.fail(f"the reference solution fails a visible test in {name}:\n{exc}")
 
 
+@pytest.mark.slow
 def test_solutions_flag_adds_the_worked_solutions(tmp_path):
     out = publish.build(tmp_path / "with-solutions", EDITION_REPO, solutions=True, make_zip=False)
     solved = sorted(p.name for p in (out / "solutions").glob("*.ipynb"))
@@ -212,3 +228,84 @@ def test_rebuilding_never_deletes_a_folder_that_is_not_an_edition(tmp_path):
     with pytest.raises(publish.PublishError, match="not a student edition"):
         publish.build(precious, EDITION_REPO)
     assert (precious / "thesis.txt").read_text() == "do not delete"
+
+
+def test_lab_sources_carry_the_badge_and_setup_cell_with_nbgrader_metadata_kept():
+    setting = nbtools.load_setting()
+    for path in sorted(SOURCE.glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        assert nbtools.problems(nb, setting, nbtools.path_in_repo(path)) == [], path.name
+        (setup,) = [c for c in nb.cells if nbtools.SETUP_TAG in c.metadata.get("tags", [])]
+        assert setup.metadata["nbgrader"] == {
+            "grade": False, "grade_id": f"{path.stem}_setup", "locked": True, "schema_version": 3, "solution": False,
+        }  # fmt: skip
+        assert "Save a copy in Drive" in nb.cells[0].source
+
+
+def _git_repo(folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    for args in (["init", "-q", "-b", "main"], ["commit", "-q", "--allow-empty", "-m", "empty"]):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=folder, check=True)
+    return folder
+
+
+def test_a_local_git_repository_is_accepted_as_a_path_or_file_url(tmp_path):
+    repo = _git_repo(tmp_path / "student repo")
+    for given in (str(repo), repo.as_uri(), f"file://{repo}"):
+        setting = nbtools.Setting(given)
+        assert setting.is_local and setting.repository == repo.as_uri()
+        assert setting.requirement == f"git+{repo.as_uri()}@main"
+        assert "Local edition" in nbtools.badge_source(setting, "notebooks/02_sgd.ipynb")
+    with pytest.raises(ValueError, match="not a git repository"):
+        nbtools.Setting(str(tmp_path))
+    with pytest.raises(ValueError, match="Invalid repository URL"):
+        nbtools.Setting("gitlab.com/x/y")
+
+
+def test_requirements_are_read_without_tomllib(monkeypatch):
+    expected = publish._requirements()
+    monkeypatch.setattr(publish, "tomllib", None)
+    assert publish._requirements() == expected and "ipywidgets>=7.7,<9" in expected[0]
+
+
+def test_one_leak_check_finds_solution_lines_markers_and_instructor_files(tmp_path):
+    course = ROOT / "assignments"
+    adam = nbformat.read(SOURCE / "adam.ipynb", as_version=4)
+    regions = leaks.secret_snippets(adam.cells)
+    assert regions and leaks.secret_lines(adam.cells)
+    clean = tmp_path / "clean"
+    (clean / "notebooks").mkdir(parents=True)
+    (clean / "notebooks" / "a.md").write_text("nothing secret\n")
+    assert leaks.edition_leaks(clean, course) == []
+    leaky = tmp_path / "leaky"
+    shutil.copytree(clean, leaky)
+    (leaky / "notebooks" / "copied.py").write_text(regions[0] + "\n")
+    (leaky / "gradebook.db").write_text("")
+    (leaky / "notes.md").write_text("### BEGIN HIDDEN TESTS\n")
+    found = "\n".join(leaks.edition_leaks(leaky, course))
+    assert "copied.py: contains solution code" in found
+    assert "gradebook.db: instructor-only" in found and "BEGIN HIDDEN TESTS" in found
+    (leaky / "solutions").mkdir()
+    (leaky / "solutions" / "adam.py").write_text(regions[0] + "\n")
+    assert "solutions/adam.py" not in "\n".join(leaks.edition_leaks(leaky, course, allow_solutions=True))
+    assert "solutions/adam.py" in "\n".join(leaks.edition_leaks(leaky, course))
+    # The release check: a release carrying one secret line of the source is refused.
+    scratch = tmp_path / "course"
+    shutil.copytree(course / "source", scratch / "source")
+    release = scratch / "release" / "optimizers_lab"
+    release.mkdir(parents=True)
+    assert "accumulation.ipynb is missing" in "\n".join(leaks.release_problems(scratch))
+    for name in ("accumulation", "adam"):
+        nb = nbformat.read(SOURCE / f"{name}.ipynb", as_version=4)
+        for cell in nb.cells:
+            if cell.metadata.get("nbgrader", {}).get("solution"):
+                cell.source = "raise NotImplementedError()"
+            cell.source = re.sub(
+                r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS", "", cell.source, flags=re.S
+            )
+        nbformat.write(nb, release / f"{name}.ipynb")
+    assert leaks.release_problems(scratch) == []
+    nb = nbformat.read(release / "adam.ipynb", as_version=4)
+    nb.cells[-1].source += "\n" + leaks.secret_lines(adam.cells)[0]
+    nbformat.write(nb, release / "adam.ipynb")
+    assert "adam.ipynb contains a solution or hidden-test line" in "\n".join(leaks.release_problems(scratch))

@@ -1,15 +1,23 @@
 """Notebook tooling for the lectures: Colab badge + setup cell stamping, checks, output stripping, execution.
 
-The repository URL lives in one place, ``tools/course.toml``. Every lecture opens with two cells generated
-from it, recognised by their cell tags:
+The repository URL lives in one place, ``tools/course.toml``. Every lecture and both lab notebooks open with
+two cells generated from it, recognised by their cell tags:
 
-* ``colab-badge``: a Markdown cell with an "Open in Colab" badge pointing at the notebook on GitHub;
+* ``colab-badge``: a Markdown cell with an "Open in Colab" badge pointing at the notebook on GitHub (the lab's
+  also says how to save, download and submit from Colab);
 * ``course-setup``: a code cell that installs the course package when ``course_utils`` is not importable
-  (on Colab) and does nothing otherwise.
+  (on Colab) and does nothing otherwise. It fails in itself, naming the repository, when the install fails;
+  it changes none of the runtime's packages (``pyproject.toml`` holds ranges Colab satisfies), and asks for a
+  restart only if pip did replace a package the runtime had already imported.
+
+The lab notebooks' setup cells are locked nbgrader cells: stamping replaces their source and keeps their metadata.
+In the student edition the lab lives in ``lab/``, so that is the path their badges point at.
+The repository may also be a local git repository (a path or ``file://`` URL), to try an edition without GitHub;
+its notebooks then carry no Colab link.
 
 Usage (from the repository root)::
 
-    python -m tools.notebooks stamp                      # (re)write badge + setup cell in notebooks/01..07
+    python -m tools.notebooks stamp                      # (re)write badge + setup cell in notebooks/ and the lab
     python -m tools.notebooks stamp --repo https://github.com/ORG/student-edition --root build/student \\
         build/student/notebooks/*.ipynb                  # another edition: other URL, other folder
     python -m tools.notebooks check                      # badge/setup cell match the setting, no outputs
@@ -28,6 +36,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import nbformat
 
@@ -39,6 +49,8 @@ except ModuleNotFoundError:  # Python 3.10: no tomllib; course.toml only holds `
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SETTINGS_FILE = Path(__file__).resolve().parent / "course.toml"
 LECTURE_GLOB = "notebooks/0[1-7]*.ipynb"
+LAB_DIR = "assignments/source/optimizers_lab"  # the instructor's lab notebooks; students get them in lab/
+STAMP_GLOBS = ("notebooks/*.ipynb", f"{LAB_DIR}/*.ipynb")  # what stamp and check cover by default
 BADGE_TAG = "colab-badge"
 SETUP_TAG = "course-setup"
 NB_VERSION = 4
@@ -48,29 +60,77 @@ _GITHUB_URL = re.compile(
 )
 
 
+def local_repository(repository: str) -> str | None:
+    """``file://`` URL of a local git repository given as a path or ``file://`` URL, else None."""
+    path = url2pathname(urlparse(repository).path) if repository.startswith("file://") else repository
+    if repository.startswith("file://") or (
+        path and not re.match(r"^[a-z]+://", path) and Path(path).is_dir()
+    ):
+        folder = Path(path).expanduser().resolve()
+        if (folder / ".git").exists() or (folder / "HEAD").is_file():  # a work tree or a bare repository
+            return folder.as_uri()
+        raise ValueError(
+            f"Invalid repository: {folder} is not a git repository (run `git init` there first)."
+        )
+    return None
+
+
 @dataclass(frozen=True)
 class Setting:
-    """Where the course lives: a GitHub repository URL, the branch, and the pip distribution name."""
+    """Where the course lives: a GitHub repository URL (or a local git repository), the branch, the distribution.
+
+    A local repository (a path or ``file://`` URL, e.g. for trying a student edition without GitHub) is
+    stored as its absolute ``file://`` URL; notebooks from it get no Colab link.
+    """
 
     repository: str
     branch: str = "main"
     distribution: str = "optimizers-course"
 
     def __post_init__(self) -> None:
-        if not _GITHUB_URL.match(self.repository):
+        local = None if _GITHUB_URL.match(self.repository) else local_repository(self.repository)
+        if local:
+            object.__setattr__(self, "repository", local)
+        elif not _GITHUB_URL.match(self.repository):
             raise ValueError(
                 f"Invalid repository URL: {self.repository!r}. Colab opens notebooks from GitHub, so use the form "
-                "https://github.com/OWNER/NAME (set it in tools/course.toml or pass --repo)."
+                "https://github.com/OWNER/NAME (set it in tools/course.toml or pass --repo), or a local git "
+                "repository (a path or file:// URL) to try an edition without GitHub."
             )
         if not self.branch or any(c.isspace() for c in self.branch):
             raise ValueError(f"Invalid branch name: {self.branch!r}. Pass e.g. --branch main.")
 
     @property
+    def is_local(self) -> bool:
+        """True for a local git repository (``file://``)."""
+        return self.repository.startswith("file://")
+
+    @property
     def owner_and_name(self) -> str:
-        """``OWNER/NAME`` part of the URL."""
+        """``OWNER/NAME`` part of a GitHub URL."""
         match = _GITHUB_URL.match(self.repository)
-        assert match is not None  # checked in __post_init__
+        if match is None:
+            raise ValueError(f"{self.repository} is not on GitHub; it has no OWNER/NAME")
         return f"{match['owner']}/{match['name']}"
+
+    @property
+    def requirement(self) -> str:
+        """What the setup cell passes to pip: ``git+URL@BRANCH``.
+
+        A plain URL, not ``NAME @ git+URL``: the pip Colab ships (23.x) rejects ``NAME @ git+file:///...``.
+        """
+        url = (
+            self.repository
+            if self.is_local
+            else self.repository.removesuffix("/").removesuffix(".git") + ".git"
+        )
+        return f"git+{url}@{self.branch}"
+
+    def colab_url(self, path_in_repo: str) -> str | None:
+        """Colab's link to the notebook at ``path_in_repo`` (None for a local repository)."""
+        if self.is_local:
+            return None
+        return f"https://colab.research.google.com/github/{self.owner_and_name}/blob/{self.branch}/{path_in_repo}"
 
 
 def load_setting(path: Path = SETTINGS_FILE, repo: str | None = None, branch: str | None = None) -> Setting:
@@ -88,31 +148,93 @@ def load_setting(path: Path = SETTINGS_FILE, repo: str | None = None, branch: st
     )
 
 
+LAB_SUBMISSION = """
+
+**Working in Colab?** First *File > Save a copy in Drive*, so that your work is kept. Run the cells in order: the
+setup cell below installs `course_utils` (it changes none of Colab's own packages). To hand in, *File > Download >
+Download .ipynb*, name the file `{name}` (not "Copy of {name}") and upload it as your instructor asks. On
+JupyterHub, use the *Assignments* tab's *Submit* instead."""
+
+
+def is_lab(path_in_repo: str) -> bool:
+    """True for a lab notebook (``lab/NAME.ipynb`` in an edition)."""
+    return path_in_repo.startswith("lab/")
+
+
 def badge_source(setting: Setting, path_in_repo: str) -> str:
-    """Markdown of the "Open in Colab" badge for the notebook at ``path_in_repo`` (POSIX path from the repo root)."""
-    url = f"https://colab.research.google.com/github/{setting.owner_and_name}/blob/{setting.branch}/{path_in_repo}"
-    return f'<a href="{url}" target="_parent"><img src="https://colab.research.google.com/assets/colab-badge.svg" alt="Open In Colab"/></a>'
+    """Markdown of the "Open in Colab" badge for the notebook at ``path_in_repo`` (POSIX path from the repo root).
+
+    Lab notebooks (``lab/...``) also say how to keep, download and submit the work from Colab.
+    """
+    url = setting.colab_url(path_in_repo)
+    if url is None:
+        badge = (
+            f"*Local edition ({setting.repository}): open this notebook in Jupyter; Colab links need GitHub.*"
+        )
+    else:
+        badge = f'<a href="{url}" target="_parent"><img src="https://colab.research.google.com/assets/colab-badge.svg" alt="Open In Colab"/></a>'
+    if is_lab(path_in_repo):
+        badge += LAB_SUBMISSION.format(name=path_in_repo.rsplit("/", 1)[-1])
+    return badge
 
 
 def setup_source(setting: Setting) -> str:
-    """Source of the setup cell: install the course package only when ``course_utils`` cannot be imported."""
-    repository = setting.repository.removesuffix("/").removesuffix(".git")
-    requirement = f"{setting.distribution} @ git+{repository}.git@{setting.branch}"
-    return (
-        "# Setup: on Colab (or wherever the course package is missing) install it; elsewhere this does nothing.\n"
-        "try:\n"
-        "    import course_utils  # noqa: F401\n"
-        "except ImportError:\n"
-        f'    %pip install --quiet "{requirement}"'
+    """Source of the setup cell: install the course package only when ``course_utils`` cannot be imported.
+
+    It fails in itself: when pip fails, or ``course_utils`` still cannot be imported, it raises with the
+    repository's URL and what to check. pip runs without ``--quiet``'s blind spot: its "Successfully installed"
+    line says what changed, and a restart is asked for only if that touched a module already imported.
+    """
+    return f"""# Setup: on Colab (or wherever the course package is missing) install it; elsewhere this does nothing.
+try:
+    import course_utils  # noqa: F401
+except ImportError:
+    import importlib
+    import importlib.metadata
+    import re
+    import subprocess
+    import sys
+
+    SOURCE = "{setting.requirement}"
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", SOURCE], capture_output=True, text=True)
+    if pip.returncode != 0:
+        raise RuntimeError(
+            f"Could not install the course from {{SOURCE}}. Check that the repository exists and is public, that "
+            f"its branch is pushed, and that this runtime is online. pip said:\\n{{(pip.stdout + pip.stderr)[-2000:]}}"
+        ) from None
+    importlib.invalidate_caches()
+    try:
+        import course_utils  # noqa: F401
+    except ImportError as err:
+        raise RuntimeError(
+            f"{{SOURCE}} installed, but course_utils cannot be imported ({{err}}). Check that the repository "
+            "holds the course_utils package; then restart the runtime and run this cell again."
+        ) from None
+    # Only a package that was already imported and has now been replaced needs a restart.
+    done = re.findall(r"Successfully installed (.*)", pip.stdout)
+    changed = {{re.sub(r"[-_.]+", "-", n).lower() for n in re.findall(r"(\\S+)-\\d\\S*", " ".join(done))}}
+    changed.discard("{setting.distribution}")  # the course itself was never imported before
+    stale = sorted(
+        module
+        for module, dists in importlib.metadata.packages_distributions().items()
+        if module in sys.modules and changed & {{re.sub(r"[-_.]+", "-", d).lower() for d in dists}}
     )
+    if stale:
+        raise RuntimeError(
+            f"pip replaced {{stale}}, already imported: restart the runtime and run all cells again"
+        ) from None"""
 
 
 def path_in_repo(notebook: Path, root: Path = REPO_ROOT) -> str:
-    """POSIX path of ``notebook`` relative to the repository root ``root`` (used in the badge link)."""
+    """POSIX path of ``notebook`` relative to the repository root ``root`` (used in the badge link).
+
+    The instructor's lab notebooks (``assignments/source/optimizers_lab/``) are students' ``lab/``.
+    """
     try:
-        return notebook.resolve().relative_to(root.resolve()).as_posix()
+        rel = notebook.resolve().relative_to(root.resolve()).as_posix()
     except ValueError:
         raise ValueError(f"{notebook} is not inside the repository root {root}; pass --root DIR") from None
+    return f"lab/{notebook.name}" if rel.startswith(LAB_DIR + "/") else rel
 
 
 def _tagged(nb: nbformat.NotebookNode, tag: str) -> list[int]:
@@ -120,21 +242,33 @@ def _tagged(nb: nbformat.NotebookNode, tag: str) -> list[int]:
 
 
 def stamp(nb: nbformat.NotebookNode, setting: Setting, nb_path_in_repo: str) -> bool:
-    """Put the badge cell first and the setup cell second (replacing old ones). Returns True if ``nb`` changed."""
+    """Write the badge cell (first) and the setup cell; returns True if ``nb`` changed.
+
+    An existing setup cell is rewritten where it stands, keeping its id and metadata (a lab's nbgrader
+    metadata included); without one, it is inserted second. Stamping twice changes nothing.
+    """
     before = nbformat.writes(nb)
-    badge = nbformat.v4.new_markdown_cell(
-        badge_source(setting, nb_path_in_repo), metadata={"tags": [BADGE_TAG]}
-    )
-    setup = nbformat.v4.new_code_cell(setup_source(setting), metadata={"tags": [SETUP_TAG]})
-    old = set(_tagged(nb, BADGE_TAG) + _tagged(nb, SETUP_TAG))
-    # Keep ids of replaced cells so that re-stamping an unchanged notebook leaves it byte-identical.
-    for new, tag in ((badge, BADGE_TAG), (setup, SETUP_TAG)):
-        idx = _tagged(nb, tag)
-        if idx and "id" in nb.cells[idx[0]]:
-            new["id"] = nb.cells[idx[0]]["id"]
-        else:
-            new["id"] = tag
-    nb.cells = [badge, setup] + [cell for i, cell in enumerate(nb.cells) if i not in old]
+    badges, setups = _tagged(nb, BADGE_TAG), _tagged(nb, SETUP_TAG)
+    if setups:
+        setup = nb.cells[setups[0]]
+        setup.source = setup_source(setting)
+    else:
+        setup = nbformat.v4.new_code_cell(setup_source(setting), metadata={"tags": [SETUP_TAG]})
+        setup["id"] = SETUP_TAG
+    if badges:
+        badge = nb.cells[badges[0]]
+        badge.source = badge_source(setting, nb_path_in_repo)
+    else:
+        badge = nbformat.v4.new_markdown_cell(
+            badge_source(setting, nb_path_in_repo), metadata={"tags": [BADGE_TAG]}
+        )
+        badge["id"] = BADGE_TAG
+    rest = [cell for i, cell in enumerate(nb.cells) if i not in set(badges + setups)]
+    if setups:
+        rest.insert(setups[0] - sum(i < setups[0] for i in badges), setup)  # where it stood
+        nb.cells = [badge] + rest
+    else:
+        nb.cells = [badge, setup] + rest
     return nbformat.writes(nb) != before
 
 
@@ -160,9 +294,10 @@ def problems(nb: nbformat.NotebookNode, setting: Setting, nb_path_in_repo: str) 
         found.append(f"the first cell must be the only cell tagged {BADGE_TAG!r} (found at {badges})")
     elif nb.cells[0].source != badge_source(setting, nb_path_in_repo):
         found.append(f"badge does not point at {setting.repository} ({setting.branch}) /{nb_path_in_repo}")
-    if setups != [1]:
-        found.append(f"the second cell must be the only cell tagged {SETUP_TAG!r} (found at {setups})")
-    elif nb.cells[1].source != setup_source(setting):
+    first_code = next((i for i, c in enumerate(nb.cells) if c.cell_type == "code"), None)
+    if len(setups) != 1 or setups[0] != first_code:
+        found.append(f"the first code cell must be the only cell tagged {SETUP_TAG!r} (found at {setups})")
+    elif nb.cells[setups[0]].source != setup_source(setting):
         found.append(f"setup cell does not install from {setting.repository}@{setting.branch}")
     for i, cell in enumerate(nb.cells):
         if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count") is not None):
@@ -228,9 +363,9 @@ def execute(path: Path, fast: bool = True, timeout: int = 900, html_dir: Path | 
     return Executed(path, seconds, error, html)
 
 
-def _targets(paths: list[str], root: Path) -> list[Path]:
+def _targets(paths: list[str], root: Path, globs: tuple[str, ...] = (LECTURE_GLOB,)) -> list[Path]:
     if not paths:
-        return sorted(root.glob(LECTURE_GLOB))
+        return sorted(path for pattern in globs for path in root.glob(pattern))
     out = []
     for p in map(Path, paths):
         out.extend(sorted(p.glob("*.ipynb")) if p.is_dir() else [p])
@@ -254,7 +389,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument(
             "--root", type=Path, default=REPO_ROOT, help="repository root the badge paths are relative to"
         )
-        p.add_argument("notebooks", nargs="*", help=f"notebooks or folders (default: {LECTURE_GLOB})")
+        p.add_argument(
+            "notebooks", nargs="*", help=f"notebooks or folders (default: {', '.join(STAMP_GLOBS)})"
+        )
     p = sub.add_parser("strip", help="remove outputs and execution counts")
     p.add_argument("notebooks", nargs="*", help=f"notebooks or folders (default: {LECTURE_GLOB})")
     p = sub.add_parser("execute", help="run notebooks top to bottom (in memory), optionally export HTML")
@@ -267,7 +404,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     root = getattr(args, "root", REPO_ROOT)
-    targets = _targets(args.notebooks, root)
+    targets = _targets(
+        args.notebooks, root, STAMP_GLOBS if args.command in ("stamp", "check") else (LECTURE_GLOB,)
+    )
     if args.command in ("stamp", "check"):
         try:
             setting = load_setting(repo=args.repo, branch=args.branch)
