@@ -158,6 +158,16 @@ def _apply(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from autograder.jail import JailUnavailable
+
+    try:
+        return _main(argv)
+    except JailUnavailable as exc:
+        print(f"error: cannot grade: {exc}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None) -> int:
     args = parser().parse_args(argv)
     args.course = args.course.resolve()
     _apply(args)

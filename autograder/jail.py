@@ -82,7 +82,9 @@ for name, value in spec["rlimits"].items():
 for procs in spec["cgroups"]:
     with open(procs, "w") as f:
         f.write(str(os.getpid()))
-os.execvp(sys.argv[2], sys.argv[2:])
+if spec.get("cwd"):
+    os.chdir(spec["cwd"])
+os.execve(sys.argv[2], sys.argv[2:], spec.get("env") or os.environ)
 """
 
 
@@ -173,16 +175,16 @@ class Jail:
         rlimits = {"RLIMIT_CPU": limits.cpu_seconds, "RLIMIT_FSIZE": limits.file_bytes, "RLIMIT_CORE": 0}
         if not ("memory" in self.cgroups.folders and _gpu_devices()):
             rlimits["RLIMIT_DATA"] = limits.memory_bytes  # (with CUDA, the memory cgroup does this)
-        spec = json.dumps({"rlimits": rlimits, "cgroups": self.cgroups.procs_files()})
-        launch = [sys.executable, "-I", "-c", _LAUNCH, spec]
-        if not self.confined:
-            env = [f"{k}={v}" for k, v in self.environment().items()]
-            return [*launch, "env", "-C", str(self.scratch), *env, *argv]
-        jail = ["bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--uid", "1000", "--gid", "1000",
-                "--cap-drop", "ALL", "--die-with-parent", "--new-session", "--hostname", "jail", "--clearenv"]  # fmt: skip
+        spec = {"rlimits": rlimits, "cgroups": self.cgroups.procs_files()}
+        if not self.confined:  # only the limits, the environment and the folder: no isolation at all
+            spec.update(env=self.environment(), cwd=str(self.scratch))
+            return [sys.executable, "-I", "-c", _LAUNCH, json.dumps(spec), *argv]
+        jail = [shutil.which("bwrap") or "bwrap", "--unshare-all", "--unshare-user", "--disable-userns",
+                "--uid", "1000", "--gid", "1000", "--cap-drop", "ALL", "--die-with-parent", "--new-session",
+                "--hostname", "jail", "--clearenv"]  # fmt: skip
         for name, value in self.environment().items():
             jail += ["--setenv", name, value]
-        return [*launch, *jail, *self._mounts(), "--", *argv]
+        return [sys.executable, "-I", "-c", _LAUNCH, json.dumps(spec), *jail, *self._mounts(), "--", *argv]
 
     def watch(self, kill) -> None:  # noqa: ANN001 - kill() stops the jailed command
         """Stop the command (``kill()``) when the scratch folder grows past the disk limit."""

@@ -1,0 +1,159 @@
+"""The jail student code runs in: what it can see and do, its limits, and its kernel manager."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from autograder import jail, settings
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the jail is Linux-only")
+
+PROBE = r"""
+import json, os, socket
+found = {}
+found["cwd"] = os.getcwd()
+found["repo_visible"] = os.path.exists(os.environ["REPO"] + "/autograder") or os.path.exists(os.environ["REPO"] + "/assignments")
+found["home"] = os.path.exists("/root/.bashrc")
+found["course_utils"] = os.path.exists(os.environ["REPO"] + "/course_utils/config.py")
+found["uid"] = os.getuid()
+try:
+    socket.create_connection(("127.0.0.1", int(os.environ["PORT"])), timeout=2)
+    found["net"] = "connected"
+except OSError as exc:
+    found["net"] = type(exc).__name__
+try:
+    open("/usr/jail-canary", "w")
+    found["usr_writable"] = True
+except OSError:
+    found["usr_writable"] = False
+open("mine.txt", "w").write("scratch is writable")
+found["scratch_writable"] = open("mine.txt").read()
+print(json.dumps(found))
+"""
+
+
+@pytest.fixture
+def cell(tmp_path: Path):  # noqa: ANN201 - a jail around a fresh scratch folder, closed afterwards
+    made = jail.Jail(tmp_path / "scratch", limits=settings.Limits(processes=32, memory_bytes=2 * 2**30))
+    yield made
+    made.close()
+
+
+def test_student_code_sees_only_its_scratch_and_public_course_files(cell: jail.Jail) -> None:
+    import json
+    import socket
+
+    with socket.socket() as listener:  # a service on the grader's loopback
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.settimeout(0.5)
+        port = listener.getsockname()[1]
+        code = f"import os; os.environ['REPO'] = {str(ROOT)!r}; os.environ['PORT'] = '{port}'\n" + PROBE
+        proc = subprocess.run(
+            cell.command([sys.executable, "-c", code]), capture_output=True, text=True, timeout=60
+        )
+        with pytest.raises(TimeoutError):
+            listener.accept()  # nothing ever connected
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads(proc.stdout)
+    assert found["cwd"] == str(cell.scratch) and found["scratch_writable"] == "scratch is writable"
+    assert not found["repo_visible"] and not found["home"] and found["course_utils"]
+    assert found["net"] in ("ConnectionRefusedError", "OSError") and not found["usr_writable"]
+    assert found["uid"] != 0  # no root, no capabilities, even when the grader is root
+    assert not Path("/usr/jail-canary").exists()
+
+
+def test_processes_are_limited_and_none_outlives_the_jail(cell: jail.Jail) -> None:
+    marker = f"jail-daemon-{uuid.uuid4().hex}"
+    code = (
+        "import os, subprocess, sys\n"
+        f"subprocess.Popen(['sh', '-c', 'exec -a {marker} sleep 300'], start_new_session=True)\n"
+        "forks = 0\n"
+        "try:\n"
+        "    for _ in range(200):\n"
+        "        if os.fork() == 0:\n"
+        "            import time; time.sleep(60); os._exit(0)\n"
+        "        forks += 1\n"
+        "except OSError:\n"
+        "    pass\n"
+        "print(forks)\n"
+    )
+    proc = subprocess.run(
+        cell.command([sys.executable, "-c", code]), capture_output=True, text=True, timeout=120
+    )
+    if "pids" in cell.cgroups.folders:
+        assert int(proc.stdout.strip()) < 32 and "processes" in cell.limits_hit()
+    time.sleep(0.5)
+    survivors = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
+    assert survivors == [], "a daemon outlived its jail"
+
+
+def test_memory_runs_out_inside_the_jail_not_on_the_machine(cell: jail.Jail) -> None:
+    code = "try:\n    b = bytearray(6 * 2**30)\n    print('allocated')\nexcept MemoryError:\n    print('MemoryError')\n"
+    proc = subprocess.run(
+        cell.command([sys.executable, "-c", code]), capture_output=True, text=True, timeout=60
+    )
+    assert proc.stdout.strip() == "MemoryError"
+
+
+def test_no_jail_means_a_clear_error_unless_unconfined(tmp_path: Path) -> None:
+    notebook = ROOT / "assignments" / "source" / settings.ASSIGNMENT / "adam.ipynb"
+    env = {
+        **os.environ,
+        "PATH": str(Path(sys.executable).parent),
+        "PYTHONPATH": str(ROOT),
+    }  # no bwrap on PATH
+    proc = subprocess.run([sys.executable, "-m", "autograder", "check", str(notebook)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode != 0
+    assert (
+        "bubblewrap" in proc.stderr
+        and "apt-get install bubblewrap" in proc.stderr
+        and "Traceback" not in proc.stderr
+    )
+    env["AUTOGRADER_UNCONFINED"] = "1"
+    proc = subprocess.run([sys.executable, "-m", "autograder", "check", str(notebook)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert '"status": "passed"' in proc.stdout
+
+
+def test_a_kernel_in_the_jail_runs_code_and_leaves_nothing_behind() -> None:
+    marker = f"kernel-daemon-{uuid.uuid4().hex}"
+    code = (
+        f"import os, subprocess; subprocess.Popen(['sh', '-c', 'exec -a {marker} sleep 300'], start_new_session=True)\n"
+        f"print(os.getcwd(), os.path.exists({str(ROOT / 'autograder')!r}))\n"
+        "import autograder; autograder.check('adam', 'first_step')"
+    )
+
+    async def run() -> tuple[dict, str, Path]:
+        km = jail.JailedKernelManager(kernel_name="python3")
+        await km.start_kernel()
+        outputs: list[dict] = []
+        try:
+            client = km.client()
+            client.start_channels()
+            await client.wait_for_ready(timeout=120)
+            reply = await client.execute_interactive(
+                code, timeout=60, output_hook=lambda m: outputs.append(m["content"])
+            )
+            client.stop_channels()
+        finally:
+            await km.shutdown_kernel(now=True)
+        return reply, "".join(o.get("text", "") for o in outputs), km.jail.scratch
+
+    reply, text, scratch = asyncio.run(run())
+    assert reply["content"]["status"] == "ok", text
+    assert f"{scratch} False" in text and "judged by the grader outside this notebook" in text
+    time.sleep(0.5)
+    assert subprocess.run(["pgrep", "-f", marker], capture_output=True).stdout == b""
+    assert not scratch.exists()
