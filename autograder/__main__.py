@@ -27,6 +27,9 @@ def release(root: Path) -> list[Path]:
     env = dict(
         os.environ, PYTHONPATH=os.pathsep.join([str(settings.REPO_ROOT), os.environ.get("PYTHONPATH", "")])
     )
+    env["PATH"] = os.pathsep.join(
+        [str(Path(sys.executable).parent), env.get("PATH", "")]
+    )  # nbgrader runs alembic
     proc = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", settings.ASSIGNMENT, "--force"],
                           cwd=root, env=env, capture_output=True, text=True)  # fmt: skip
     if proc.returncode != 0:
