@@ -528,3 +528,12 @@ def test_notebook_runs_headless_with_static_fallbacks(tmp_path):
     ]
     assert len(widget_outputs) == 3  # playground, the one with your optimiser, and the quiz
     assert all(base64.b64decode(o["data"]["image/png"]).startswith(b"\x89PNG") for o in widget_outputs)
+
+
+def test_notebook_opens_with_the_current_badge_and_setup_cell():
+    import nbformat
+
+    from tools import notebooks as nbtools
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    assert nbtools.problems(nb, nbtools.load_setting(), "notebooks/08_playground.ipynb") == []
