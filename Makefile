@@ -8,13 +8,14 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: setup data bubblewrap chromium lab test bench lectures release grade student-edition lint clean help
+.PHONY: setup data bubblewrap chromium lab test bench lectures site release grade student-edition lint clean help
 
 help:
 	@echo "make lab       set up (first time only) and open the lectures in JupyterLab"
 	@echo "make test      set up (first time only) and run the whole test suite"
 	@echo "make bench     run the benchmarks, write benchmarks/RESULTS.md"
 	@echo "make lectures  execute every lecture at full size, HTML with plots in build/lectures"
+	@echo "make site      the course website: every lecture executed (full size; FAST=1 for fast mode), build/site/index.html"
 	@echo "make release   (instructors) release the lab; make grade SUBMISSIONS=DIR grades a folder of uploads"
 	@echo "make student-edition STUDENT_REPO=URL [SOLUTIONS=1]"
 	@echo "               build/student-edition(.zip): what students get, without solutions or hidden tests"
@@ -58,6 +59,9 @@ bench: setup
 
 lectures: setup
 	$(PY) -m tools.notebooks execute --full --html build/lectures
+
+site: setup
+	$(PY) -m tools.site $(if $(FAST),--fast) --out build/site
 
 # Instructors: release the lab, and grade a folder of downloaded submissions.
 release: setup
