@@ -378,11 +378,12 @@ def _env(scratch: Path) -> dict[str, str]:
     return env
 
 
-def _nbgrader(args: list[str], course: Path, env: dict[str, str], log: Path) -> None:
+def _nbgrader(args: list[str], course: Path, env: dict[str, str], log: Path, check: bool = True) -> int:
     with log.open("a") as out:
         proc = subprocess.run([str(VENV_BIN / "nbgrader"), *args], cwd=course, env=env, stdout=out,
                               stderr=subprocess.STDOUT, timeout=900)  # fmt: skip
-    assert proc.returncode == 0, log.read_text()[-4000:]
+    assert proc.returncode == 0 or not check, log.read_text()[-4000:]
+    return proc.returncode
 
 
 def _answer(
@@ -483,6 +484,7 @@ class Graded:
     host_tmp_written: bool
     scratch_left: list[str]
     seconds: dict[str, float] = field(default_factory=dict)
+    exit_codes: dict[str, int] = field(default_factory=dict)  # of each student's nbgrader autograde
 
 
 def _diff(before: dict, after: dict) -> dict[str, tuple]:
@@ -556,11 +558,14 @@ def graded(tmp_path_factory: pytest.TempPathFactory) -> Graded:
     course_before = _tree(course, _course_outputs)
     canary_before = _tree(canary_dir)
     grader_before = _grader_state()
-    seconds = {}
+    seconds, codes = {}, {}
+    host_tmp = Path("/tmp") / TOKEN
     try:
         for student in ORDER:
             started = time.monotonic()
-            _nbgrader(["autograde", ASSIGNMENT, "--student", student, "--force"], course, env, log)
+            codes[student] = _nbgrader(
+                ["autograde", ASSIGNMENT, "--student", student, "--force"], course, env, log, False
+            )
             seconds[student] = round(time.monotonic() - started, 1)
             print(f"graded {student} in {seconds[student]} s")
             if student == "alice":
@@ -568,6 +573,7 @@ def graded(tmp_path_factory: pytest.TempPathFactory) -> Graded:
                 alice_grades_before = _grades(course / "gradebook.db", "alice")
         time.sleep(2)  # a daemon that escaped would have written by now
         survivors = _processes_with(TOKEN)
+        written = host_tmp.exists()
     finally:
         listener.close()
         for line in _processes_with(TOKEN):  # never leave one behind, whatever the assertions say
@@ -575,9 +581,7 @@ def graded(tmp_path_factory: pytest.TempPathFactory) -> Graded:
                 os.kill(int(line.split(":")[0]), 9)
             except OSError:
                 pass
-    host_tmp = Path("/tmp") / TOKEN
-    written = host_tmp.exists()
-    host_tmp.unlink(missing_ok=True)
+        host_tmp.unlink(missing_ok=True)
     graded_text, sizes = {}, {}
     for student in ORDER:
         for name in spec.NOTEBOOKS:
@@ -606,6 +610,7 @@ def graded(tmp_path_factory: pytest.TempPathFactory) -> Graded:
         host_tmp_written=written,
         scratch_left=sorted(p.name for p in scratch.iterdir()),
         seconds=seconds,
+        exit_codes=codes,
     )
 
 
@@ -777,18 +782,19 @@ KINDS: dict[str, Callable[[Graded], None]] = {
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_hostile_kind(kind: str, graded: Graded) -> None:
+    # 4 first, as it names the attack that worked: the part scores what its code deserves, with a clear status
+    KINDS[kind](graded)
     # 1. nothing outside the scratch folders changed
     assert graded.changed_course == {}, graded.changed_course
     assert graded.canary_after == graded.canary_before
     _assert_grader_untouched(graded)
     # 2. no connection was made
     assert graded.connections == []
-    # 3. the honest classmates keep full marks
+    # 3. the honest classmates keep full marks (and every student was graded)
+    assert graded.exit_codes == dict.fromkeys(ORDER, 0), graded.exit_codes
     for student in HONEST:
         result = graded.results[student]
         assert result.score == 10, {n: _parts(graded, student, n) for n in spec.NOTEBOOKS}
-    # 4. the hostile part scores what its code deserves, with a clear status
-    KINDS[kind](graded)
 
 
 # Other spellings of torch's Adam, in the hidden-check jail alone (one jailed process each).
