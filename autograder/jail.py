@@ -175,6 +175,8 @@ class Jail:
         rlimits = {"RLIMIT_CPU": limits.cpu_seconds, "RLIMIT_FSIZE": limits.file_bytes, "RLIMIT_CORE": 0}
         if not ("memory" in self.cgroups.folders and _gpu_devices()):
             rlimits["RLIMIT_DATA"] = limits.memory_bytes  # (with CUDA, the memory cgroup does this)
+        if "pids" not in self.cgroups.folders and os.getuid() != 0:  # (root is exempt from RLIMIT_NPROC)
+            rlimits["RLIMIT_NPROC"] = _tasks_of(os.getuid()) + limits.processes
         spec = {"rlimits": rlimits, "cgroups": self.cgroups.procs_files()}
         if not self.confined:  # only the limits, the environment and the folder: no isolation at all
             spec.update(env=self.environment(), cwd=str(self.scratch))
@@ -207,6 +209,18 @@ class Jail:
         self._stop.set()
         self.cgroups.kill_and_remove()
         shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def _tasks_of(uid: int) -> int:
+    """Processes and threads the user runs now: RLIMIT_NPROC counts them all, per user."""
+    count = 0
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and entry.stat().st_uid == uid:
+                count += len(list((entry / "task").iterdir()))
+        except OSError:
+            pass
+    return count
 
 
 def new_scratch(prefix: str) -> Path:
