@@ -34,7 +34,8 @@ c.Execute.timeout = 60
 
 
 def _env(**extra: str) -> dict:
-    return {**os.environ, "PYTHONPATH": str(ROOT), **extra}
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])  # nbgrader runs alembic
+    return {**os.environ, "PYTHONPATH": str(ROOT), "PATH": path, **extra}
 
 
 def _course(tmp: Path, name: str, config: str | None, n: int) -> Path:
