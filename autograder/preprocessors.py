@@ -77,6 +77,8 @@ class JailedExecute(Execute):
             nb, resources = super().preprocess(nb, resources, km=km)
         except (DeadKernelError, CellTimeoutError, RuntimeError) as exc:
             nb = self.nb
+            if "status" not in state and not any(c.get("execution_count") for c in nb.cells):
+                raise  # the kernel never ran a cell: the grader's problem, so no mark is written
             if "status" not in state:
                 hits = self.km.jail.limits_hit() if getattr(self, "km", None) else []
                 why = f" ({' and '.join(hits)} limit)" if hits else ""
