@@ -36,6 +36,7 @@ import shutil
 import socket
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -836,3 +837,36 @@ def test_other_spellings_of_torch_adam_are_disallowed(spelling: str) -> None:
     verdicts = checks.run_checks({"adam": DELEGATES[spelling]}, device="cpu")["adam"]
     assert verdicts["first_step"].status == "disallowed", verdicts["first_step"]
     assert verdicts["many_steps"].status == "disallowed", verdicts["many_steps"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug (requests-hostile.md): bubblewrap's root tmpfs stays writable, so /tmp and / in the jail "
+    "are writable places outside the scratch folder, unwatched by the disk limit, and with no memory cgroup "
+    "(rootless grading) unbounded RAM",
+)
+def test_the_scratch_folder_is_the_only_writable_place(tmp_path: Path) -> None:
+    from autograder import jail
+
+    cell = jail.Jail(tmp_path / "scratch")
+    code = (
+        "import os, sys\n"
+        "wrote = []\n"
+        "for path in ('/tmp/x', '/x', '/usr/x', os.path.join(os.getcwd(), 'x')):\n"
+        "    try:\n"
+        "        os.makedirs(os.path.dirname(path), exist_ok=True)\n"
+        "        with open(path, 'w') as fh:\n"
+        "            fh.write('x')\n"
+        "        wrote.append(path)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "print(wrote)\n"
+    )
+    try:
+        proc = subprocess.run(
+            cell.command([sys.executable, "-I", "-c", code]), capture_output=True, text=True, timeout=60
+        )
+    finally:
+        cell.close()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == repr([str(cell.scratch / "x")])
