@@ -469,7 +469,7 @@ def _processes_with(token: str) -> list[str]:
 @dataclass
 class Graded:
     course: Path
-    results: dict[str, StudentResult]
+    results: dict[str, StudentResult | Exception]
     graded: dict[tuple[str, str], str]  # (student, notebook) -> the autograded notebook's text
     sizes: dict[tuple[str, str], int]
     changed_course: dict[str, tuple]
@@ -486,6 +486,14 @@ class Graded:
     scratch_left: list[str]
     seconds: dict[str, float] = field(default_factory=dict)
     exit_codes: dict[str, int] = field(default_factory=dict)  # of each student's nbgrader autograde
+
+
+def _load(course: Path, student: str) -> StudentResult | Exception:
+    """The student's results, or what made them unreadable (a graded notebook overwritten, say)."""
+    try:
+        return load_student(course, student)
+    except Exception as exc:
+        return exc
 
 
 def _diff(before: dict, after: dict) -> dict[str, tuple]:
@@ -595,7 +603,7 @@ def graded(tmp_path_factory: pytest.TempPathFactory) -> Graded:
         ).fetchall()
     return Graded(
         course=course,
-        results={s: load_student(course, s) for s in ORDER},
+        results={s: _load(course, s) for s in ORDER},
         graded=graded_text,
         sizes=sizes,
         changed_course=_diff(course_before, _tree(course, _course_outputs)),
@@ -620,14 +628,21 @@ def graded(tmp_path_factory: pytest.TempPathFactory) -> Graded:
 
 def _outputs(text: str) -> str:
     """Everything the cells of a graded notebook printed (not their sources)."""
-    if not text:
-        return ""
-    nb = nbformat.reads(text, as_version=4)
+    try:
+        nb = nbformat.reads(text, as_version=4)
+    except Exception:  # empty or overwritten: whatever is there
+        return text
     return json.dumps([c.get("outputs", []) for c in nb.cells if c.cell_type == "code"])
 
 
+def _result(g: Graded, student: str) -> StudentResult:
+    result = g.results[student]
+    assert isinstance(result, StudentResult), f"{student}'s results cannot be read: {result!r}"
+    return result
+
+
 def _parts(g: Graded, student: str, name: str) -> dict[str, tuple[float, str, str]]:
-    nb = g.results[student].notebooks[name]
+    nb = _result(g, student).notebooks[name]
     return {p.name: (p.points, p.status, p.message) for p in nb.parts.values()}
 
 
@@ -643,7 +658,7 @@ def _full_marks_and_every_attempt_denied(
             assert "BREACH" not in text, text[text.find("BREACH") - 200 : text.find("BREACH") + 400]
             for label in labels:
                 assert f"denied {label}" in text, f"{label!r} was not denied in eve's {nb} kernel"
-            result = g.results["eve"].notebooks[nb]
+            result = _result(g, "eve").notebooks[nb]
             assert result.status == "graded" and result.score == 5, _parts(g, "eve", nb)
             assert all(p.status == "passed" for p in result.parts.values()), _parts(g, "eve", nb)
 
@@ -676,7 +691,7 @@ def _check_overwrite_results(g: Graded) -> None:
         ["overwrite_results alice", "overwrite_results bob", "overwrite_results unlink"]
     )(g)
     assert g.changed_alice == {}
-    assert g.results["bob"].notebooks["adam"].score == 5  # graded after the attempt on his submission
+    assert _result(g, "bob").notebooks["adam"].score == 5  # graded after the attempt on his submission
 
 
 def _check_write_outside(g: Graded) -> None:
@@ -719,7 +734,7 @@ def _check_patch_checks(g: Graded) -> None:
 
 def _check_name_guard(g: Graded) -> None:
     # the guard does not hide the wrong train_epoch from the hidden checks: it is graded as written
-    result = g.results["mallory"].notebooks["accumulation"]
+    result = _result(g, "mallory").notebooks["accumulation"]
     assert result.status == "graded" and result.score == 3, _parts(g, "mallory", "accumulation")
     for part in ("group_gradient", "partial_group"):
         assert result.parts[part].message and result.parts[part].hint, _parts(g, "mallory", "accumulation")
@@ -728,7 +743,7 @@ def _check_name_guard(g: Graded) -> None:
 def _check_flood_output(g: Graded) -> None:
     assert g.sizes["mallory", "accumulation"] < 2 * 2**20, g.sizes
     assert "output truncated" in g.graded["mallory", "accumulation"]
-    assert g.results["mallory"].notebooks["accumulation"].score == 3  # the flood itself costs nothing
+    assert _result(g, "mallory").notebooks["accumulation"].score == 3  # the flood itself costs nothing
 
 
 def _check_delegate_fused(g: Graded) -> None:
@@ -736,7 +751,7 @@ def _check_delegate_fused(g: Graded) -> None:
     stepping = ("first_step", "many_steps", "generator", "device_state")
     assert all(parts[p][:2] == (0, "disallowed") for p in stepping), parts
     assert all("fused" in parts[p][2] for p in stepping), parts
-    assert g.results["mallory"].notebooks["adam"].score <= 1  # zero_grad alone never calls torch's Adam
+    assert _result(g, "mallory").notebooks["adam"].score <= 1  # zero_grad alone never calls torch's Adam
 
 
 def _check_exhaust_memory(g: Graded) -> None:
@@ -753,11 +768,11 @@ def _check_loop_forever(g: Graded) -> None:
     assert any(o.output_type == "error" for o in loop.outputs), (
         loop.outputs
     )  # interrupted, then the notebook went on
-    assert g.results["trudy"].notebooks["adam"].score == 5, _parts(g, "trudy", "adam")
+    assert _result(g, "trudy").notebooks["adam"].score == 5, _parts(g, "trudy", "adam")
 
 
 def _check_optimizer_subclass(g: Graded) -> None:
-    result = g.results["trudy"].notebooks["adam"]
+    result = _result(g, "trudy").notebooks["adam"]
     assert result.status == "graded" and result.score == 5, _parts(g, "trudy", "adam")
     assert all(p.status == "passed" for p in result.parts.values())
 
@@ -794,7 +809,7 @@ def test_hostile_kind(kind: str, graded: Graded) -> None:
     # 3. the honest classmates keep full marks (and every student was graded)
     assert graded.exit_codes == dict.fromkeys(ORDER, 0), graded.exit_codes
     for student in HONEST:
-        result = graded.results[student]
+        result = _result(graded, student)
         assert result.score == 10, {n: _parts(graded, student, n) for n in spec.NOTEBOOKS}
 
 
