@@ -138,14 +138,16 @@ class Jail:
         readable.update(Path(p) for p in self.readable)
         for path in sorted({p.resolve() for p in readable if p.exists()}):
             args += ["--ro-bind", str(path), str(path)]
-        args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm"]
+        args += ["--proc", "/proc", "--dev", "/dev"]
         devices = _gpu_devices()
         for device in devices:
             args += ["--dev-bind", device, device]
         if devices:  # the CUDA driver reads the PCI topology
             args += ["--ro-bind", "/sys", "/sys"]
         args += ["--bind", str(self.scratch), str(self.scratch), "--chdir", str(self.scratch)]
-        return args
+        # Everything else read-only, bubblewrap's own root and /dev included: the scratch is the one
+        # writable place, watched and limited; nothing can fill memory through a tmpfs.
+        return args + ["--remount-ro", "/dev", "--remount-ro", "/"]
 
     def environment(self) -> dict[str, str]:
         threads = str(self.limits.threads)

@@ -854,12 +854,6 @@ def test_other_spellings_of_torch_adam_are_disallowed(spelling: str) -> None:
     assert verdicts["many_steps"].status == "disallowed", verdicts["many_steps"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (requests-hostile.md): bubblewrap's root tmpfs stays writable, so /tmp and / in the jail "
-    "are writable places outside the scratch folder, unwatched by the disk limit, and with no memory cgroup "
-    "(rootless grading) unbounded RAM",
-)
 def test_the_scratch_folder_is_the_only_writable_place(tmp_path: Path) -> None:
     from autograder import jail
 
