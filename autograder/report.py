@@ -65,7 +65,7 @@ _FIRST_STEP = r"first step \(lr=(?P<lr>[\d.e-]+)\), parameter 0 is off by up to 
 _NO_CORRECTION = (1 - 0.9) / (1 - 0.999) ** 0.5 - 1
 _GRADIENT = r"accumulation_steps=(?P<k>\d+) .*your gradient is (?P<ratio>[-\d.e+]+)x the expected one"
 
-# The mistakes autograder/solutions.py's known-wrong answers make, as the judge words them
+# The mistakes tests/fixtures/solutions.py's known-wrong answers make, as the judge words them
 # (autograder/judge.py). One submission can show several; each counts once per student.
 MISTAKES: tuple[Mistake, ...] = (
     Mistake("gradients zeroed every batch", "accumulation", "group_gradient", _GRADIENT,

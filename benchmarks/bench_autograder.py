@@ -34,14 +34,17 @@ c.Execute.timeout = 60
 
 
 def _env(**extra: str) -> dict:
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])  # nbgrader runs alembic
+    path = os.pathsep.join(
+        [str(Path(sys.executable).parent), os.environ.get("PATH", "")]
+    )  # nbgrader runs alembic
     return {**os.environ, "PYTHONPATH": str(ROOT), "PATH": path, **extra}
 
 
 def _course(tmp: Path, name: str, config: str | None, n: int) -> Path:
     import nbformat
 
-    from autograder import solutions, spec
+    from autograder import spec
+    from tests.fixtures import solutions
 
     root = tmp / name / "assignments"
     root.mkdir(parents=True)

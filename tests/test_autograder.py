@@ -16,7 +16,8 @@ import pytest
 import torch
 
 import autograder
-from autograder import checks, repair, settings, solutions, spec
+from autograder import checks, repair, settings, spec
+from tests.fixtures import solutions
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "assignments" / "source" / spec.ASSIGNMENT

@@ -19,9 +19,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder import leaks, settings, solutions, spec
+from autograder import leaks, settings, spec
 from autograder.__main__ import release
 from autograder.results import load_class
+from tests.fixtures import solutions
 
 pytestmark = pytest.mark.slow
 

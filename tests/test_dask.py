@@ -20,8 +20,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder import solutions, spec
+from autograder import spec
 from autograder.__main__ import release
+from tests.fixtures import solutions
 
 pytestmark = pytest.mark.slow
 

@@ -28,7 +28,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder import solutions, spec
+from autograder import spec
+from tests.fixtures import solutions
 
 pytestmark = [
     pytest.mark.slow,

@@ -47,8 +47,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder import solutions, spec
+from autograder import spec
 from autograder.results import StudentResult, load_student
+from tests.fixtures import solutions
 
 pytestmark = pytest.mark.slow
 
@@ -149,7 +150,7 @@ def _hostile(where):
     for path in T["hidden"]:
         attempt(f"read_hidden_checks {path}", lambda path=path: read(path))
         attempt(f"read_hidden_checks libc {path}", lambda path=path: libc_open(path, os.O_RDONLY))
-    attempt("read_hidden_checks import", lambda: __import__("autograder.solutions").solutions.ADAM)
+    attempt("read_hidden_checks import", lambda: __import__("tests.fixtures.solutions").fixtures.solutions.ADAM)
     # edit_gradebook
     attempt("edit_gradebook sqlite3", lambda: sql(T["gradebook"], "UPDATE grade SET manual_score = 0"))
     attempt("edit_gradebook nbgrader.api", lambda: nbgrader_api(T["gradebook"]))
@@ -531,7 +532,8 @@ def graded(tmp_path_factory: pytest.TempPathFactory) -> Graded:
         "alice_graded": str(course / "autograded" / "alice" / ASSIGNMENT / "adam.ipynb"),
         "bob_submitted": str(sub / "bob" / ASSIGNMENT / "adam.ipynb"),
         "gradebook": str(course / "gradebook.db"),
-        "hidden": [str(ROOT / "autograder" / f) for f in ("judge.py", "cases.py", "solutions.py")],
+        "hidden": [str(ROOT / "autograder" / f) for f in ("judge.py", "cases.py")]
+        + [str(ROOT / "tests" / "fixtures" / "solutions.py")],
         "grader": [str(p) for p in GRADER_FILES],
         "course_config": str(course / "nbgrader_config.py"),
         "canary_dir": str(canary_dir),

@@ -1,7 +1,7 @@
 """The report stage on a small graded class: feedback pages, the class page, the CSV export.
 
 The hidden-check messages below are the judge's real words for the known-wrong answers in
-autograder/solutions.py (copied from a run of autograder.checks.run_checks, seed 1234, CPU; the
+tests/fixtures/solutions.py (copied from a run of autograder.checks.run_checks, seed 1234, CPU; the
 course material's answers from the class graded by nbgrader autograde in assignments/).
 """
 
