@@ -45,11 +45,12 @@ COLAB_PACKAGES = [
     "matplotlib==3.10.0",
     "tqdm==4.67.1",
     "pillow==11.1.0",
+    "setuptools>=77.0.3",  # what the linked torch needs: without it the setup cell would upgrade it and restart
 ]
 LINKED = ["torch", "torchvision"]  # taken from the project's .venv, with their dependencies
 PREINSTALLED = ["torch", "torchvision", "numpy", "ipywidgets", "matplotlib", "tqdm", "ipykernel", "ipython"]
 KERNEL = "colab-sim"
-RECIPE = 2  # bump when the way the environment is built changes
+RECIPE = 3  # bump when the way the environment is built changes
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 

@@ -43,7 +43,7 @@ pytestmark = [
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
-VENV_BIN = ROOT / ".venv" / "bin"
+VENV_BIN = Path(sys.executable).parent  # the environment running the tests
 ASSIGNMENT = spec.ASSIGNMENT
 COURSE_ID = "optimizers-course"
 ANSWERS = {  # which student solves what: one correct, one with known mistakes

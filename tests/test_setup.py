@@ -4,7 +4,10 @@ import re
 import subprocess
 from pathlib import Path
 
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: pytest brings tomli there
+    import tomli as tomllib
 import yaml
 from packaging.requirements import Requirement
 from packaging.version import Version
@@ -23,8 +26,11 @@ def _constraints():
     for line in (ROOT / "constraints.txt").read_text().splitlines():
         line = line.split("#")[0].strip()
         if line:
-            name, version = line.split("==")
-            pins[re.sub(r"[-_.]+", "-", name).lower()] = Version(version)
+            pin = Requirement(line)  # e.g. "numpy==2.4.6; python_version >= '3.11'"
+            if pin.marker is None or pin.marker.evaluate():
+                pins[re.sub(r"[-_.]+", "-", pin.name).lower()] = Version(
+                    str(pin.specifier).removeprefix("==")
+                )
     return pins
 
 

