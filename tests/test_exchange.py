@@ -82,20 +82,23 @@ def _hidden_from(path: Path) -> Path | None:
 def _as_user(user: str, home: Path, argv: list[str], cwd: Path) -> str:
     """``argv`` as the Unix user ``user`` (runuser), with the course's nbgrader on its PATH.
 
-    When the interpreter lives in a folder students cannot enter (a pyenv under /root), the
-    command runs in a private mount namespace where that folder is an empty tmpfs with only
-    the interpreter bound back in: as on a hub, students can run nbgrader, not read /root."""
+    When the interpreter or the environment lives in a folder students cannot enter (a pyenv
+    under /root, a checkout under a private folder), the command runs in a private mount
+    namespace where each such folder is an empty tmpfs with only the interpreter and the
+    environment bound back in: as on a hub, students can run nbgrader, not read those folders."""
     env = _env(HOME=str(home), USER=user, LOGNAME=user)
     inner = ["runuser", "-u", user, "--", "env", "-C", str(cwd), *[f"{k}={v}" for k, v in env.items()], *argv]
-    hidden = _hidden_from(Path(sys.base_prefix).resolve())
-    if hidden is None:
+    keep = sorted({Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()})
+    hidden = {h for h in (_hidden_from(k) for k in keep) if h is not None}
+    hidden = sorted(h for h in hidden if not any(o != h and o in h.parents for o in hidden))  # outermost only
+    if not hidden:
         return _run(inner, cwd, env)
-    keep = Path(sys.base_prefix).resolve()
     with tempfile.TemporaryDirectory(prefix="exchange-mnt-") as mnt:
-        script = (
-            f'mount --bind "{keep}" "{mnt}" && mount -t tmpfs -o mode=755 tmpfs "{hidden}" && '
-            f'mkdir -p "{keep}" && mount --bind "{mnt}" "{keep}" && exec "$@"'
-        )
+        saved = [Path(mnt) / str(i) for i in range(len(keep))]
+        steps = [f'mkdir -p "{s}" && mount --bind "{k}" "{s}"' for k, s in zip(keep, saved)]
+        steps += [f'mount -t tmpfs -o mode=755 tmpfs "{h}"' for h in hidden]
+        steps += [f'mkdir -p "{k}" && mount --bind "{s}" "{k}"' for k, s in zip(keep, saved)]
+        script = " && ".join(steps) + ' && exec "$@"'
         return _run(
             ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *inner], cwd, env
         )
