@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autograder import settings, spec
+from autograder.results import gradebook_marks
 
 CRASHED = "crashed"
 
@@ -116,23 +117,10 @@ def grade_submission(task: Task, course: dict[str, bytes]) -> Outcome:
             path = graded / f"{name}.ipynb"
             if path.exists():
                 outcome.graded[name] = path.read_bytes()
-        outcome.scores = _scores(root, task.student)
+        for (name, grade_id), marks in gradebook_marks(root, task.student, "auto_score").items():
+            outcome.scores.setdefault(name, {})[grade_id] = marks
     outcome.seconds = round(time.monotonic() - started, 2)
     return outcome
-
-
-def _scores(root: Path, student: str) -> dict[str, dict[str, float]]:
-    from nbgrader.api import Gradebook, MissingEntry
-
-    scores: dict[str, dict[str, float]] = {}
-    with Gradebook(f"sqlite:///{root / 'gradebook.db'}", settings.course_id(root)) as gb:
-        for name in spec.NOTEBOOKS:
-            try:
-                notebook = gb.find_submission_notebook(name, settings.ASSIGNMENT, student)
-            except MissingEntry:
-                continue
-            scores[name] = {g.name: float(g.auto_score or 0.0) for g in notebook.grades}
-    return scores
 
 
 # ----------------------------------------------------------------------------- the coordinator

@@ -122,7 +122,7 @@ def load_student(course_root: Path, student: str) -> StudentResult:
 
     root = Path(course_root)
     notebooks = {}
-    scores = _gradebook_scores(root, student)
+    scores = gradebook_marks(root, student)
     crash = root / "autograded" / student / settings.ASSIGNMENT / "crashed.txt"
     for name in spec.NOTEBOOKS:
         if crash.exists():
@@ -155,22 +155,24 @@ def load_student(course_root: Path, student: str) -> StudentResult:
     return StudentResult(student, notebooks)
 
 
-def _gradebook_scores(root: Path, student: str) -> dict[tuple[str, str], float]:
+def gradebook_marks(root: Path, student: str, field: str = "score") -> dict[tuple[str, str], float]:
+    """``{(notebook, grade_id): marks}`` from the course's gradebook; ``field`` is nbgrader's
+    ``score`` (manual marks win) or ``auto_score`` (what autograde wrote)."""
     from nbgrader.api import Gradebook, MissingEntry
 
-    db = root / "gradebook.db"
+    db = Path(root) / "gradebook.db"
     if not db.exists():
         return {}
-    scores = {}
-    with Gradebook(f"sqlite:///{db}", settings.course_id(root)) as gb:
+    marks = {}
+    with Gradebook(f"sqlite:///{db}", settings.course_id(Path(root))) as gb:
         for name in spec.NOTEBOOKS:
             try:
                 notebook = gb.find_submission_notebook(name, settings.ASSIGNMENT, student)
             except MissingEntry:
                 continue
             for grade in notebook.grades:
-                scores[name, grade.name] = float(grade.score or 0.0)
-    return scores
+                marks[name, grade.name] = float(getattr(grade, field) or 0.0)
+    return marks
 
 
 def load_class(course_root: Path, students: list[str] | None = None) -> dict[str, StudentResult]:
