@@ -147,7 +147,6 @@ def _run_runner(request: dict, limits: settings.Limits) -> tuple[list[dict], str
         cell.command([sys.executable, "-I", "-c", _BOOT]),
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
-    cell.watch(proc.kill)
     lines: queue.Queue = queue.Queue()
 
     def read() -> None:

@@ -9,9 +9,10 @@ bubblewrap (Debian's ``bubblewrap``) around one command:
   submission's work; the grader's source, the gradebook, the exchange, other students'
   files and the instructor's files are simply not there;
 * no network (a new network namespace has only a loopback that is down);
-* memory, processes, CPU time, file size and disk use are limited (a memory cgroup and a
-  pids cgroup where the machine lets us make them, rlimits always); a process that
-  passes a limit is stopped and the grader reports which limit it was;
+* memory, processes, CPU time and file size are limited (a memory cgroup and a pids
+  cgroup where the machine lets us make them, rlimits always), and the scratch folder is
+  a tmpfs with a size quota; a process that passes a limit is stopped and the grader
+  reports which limit it was;
 * ``--die-with-parent`` and the PID namespace end every process of the jail, daemons
   included, when the jail's command ends or the grader stops it.
 
@@ -29,7 +30,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -37,7 +37,7 @@ from pathlib import Path
 from jupyter_client.manager import AsyncKernelManager
 
 from autograder import settings
-from autograder.limits import Cgroups, tree_bytes
+from autograder.limits import Cgroups
 
 
 class JailUnavailable(RuntimeError):
@@ -103,9 +103,6 @@ class Jail:
     readable: list[Path] = field(default_factory=list)  # extra read-only paths (same place inside)
     confined: bool = field(default_factory=lambda: not settings.unconfined())
     cgroups: Cgroups = field(default_factory=Cgroups)
-    _watchdog: threading.Thread | None = None
-    _stop: threading.Event = field(default_factory=threading.Event)
-    breaches: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.scratch = Path(self.scratch).resolve()
@@ -144,10 +141,13 @@ class Jail:
             args += ["--dev-bind", device, device]
         if devices:  # the CUDA driver reads the PCI topology
             args += ["--ro-bind", "/sys", "/sys"]
-        args += ["--bind", str(self.scratch), str(self.scratch), "--chdir", str(self.scratch)]
-        # Everything else read-only, bubblewrap's own root and /dev included: the scratch is the one
-        # writable place, watched and limited; nothing can fill memory through a tmpfs.
-        return args + ["--remount-ro", "/dev", "--remount-ro", "/"]
+        # The scratch folder is a tmpfs of at most disk_bytes (charged to the memory cgroup too), with
+        # what the grader put there before the start (the kernel's sockets, the stand-in) bound into it.
+        args += ["--size", str(self.limits.disk_bytes), "--tmpfs", str(self.scratch)]
+        for entry in sorted(self.scratch.iterdir()):
+            args += ["--bind", str(entry), str(entry)]
+        # Everything else read-only, bubblewrap's own root and /dev included.
+        return args + ["--chdir", str(self.scratch), "--remount-ro", "/dev", "--remount-ro", "/"]
 
     def environment(self) -> dict[str, str]:
         threads = str(self.limits.threads)
@@ -190,25 +190,11 @@ class Jail:
             jail += ["--setenv", name, value]
         return [sys.executable, "-I", "-c", _LAUNCH, json.dumps(spec), *jail, *self._mounts(), "--", *argv]
 
-    def watch(self, kill) -> None:  # noqa: ANN001 - kill() stops the jailed command
-        """Stop the command (``kill()``) when the scratch folder grows past the disk limit."""
-
-        def run() -> None:
-            while not self._stop.wait(0.5):
-                if tree_bytes(self.scratch, limit=4 * self.limits.file_bytes) > 4 * self.limits.file_bytes:
-                    self.breaches.append("disk")
-                    kill()
-                    return
-
-        self._watchdog = threading.Thread(target=run, daemon=True)
-        self._watchdog.start()
-
     def limits_hit(self) -> list[str]:
-        return sorted(set(self.breaches + self.cgroups.hit()))
+        return self.cgroups.hit()
 
     def close(self) -> None:
         """Stop every process left in the jail and remove its cgroups and scratch folder."""
-        self._stop.set()
         self.cgroups.kill_and_remove()
         shutil.rmtree(self.scratch, ignore_errors=True)
 
@@ -291,7 +277,6 @@ class JailedKernelManager(AsyncKernelManager):
         kw.pop("cwd", None)  # the jail chooses its own working directory
         kw["env"] = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG")}
         await super()._async_launch_kernel(kernel_cmd, **kw)
-        self.jail.watch(self._kill_now)
 
     def _kill_now(self) -> None:
         process = getattr(self.provisioner, "process", None)

@@ -1,4 +1,4 @@
-"""What a jail may use, enforced from outside it: cgroups for memory and processes, and disk use.
+"""What a jail may use, enforced from outside it: cgroups for memory and processes.
 
 A cgroup counts resident memory (so it works with CUDA, whose huge virtual reservations
 defeat an address-space rlimit) and every task a jail starts. Where the machine does not
@@ -106,25 +106,3 @@ def _read(path: Path) -> str:
         return path.read_text()
     except OSError:
         return ""
-
-
-def tree_bytes(root: Path, limit: int) -> int:
-    """Bytes used under ``root``, counting no further than just past ``limit``."""
-    total, stack, seen = 0, [root], 0
-    while stack and total <= limit:
-        try:
-            entries = list(os.scandir(stack.pop()))
-        except OSError:
-            continue
-        for entry in entries:
-            seen += 1
-            if seen > 200_000:  # millions of files is a breach too
-                return limit + 1
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
-                else:
-                    total += entry.stat(follow_symlinks=False).st_blocks * 512
-            except OSError:
-                pass
-    return total

@@ -33,6 +33,7 @@ class Limits:
     processes: int = 64  # per jail
     cpu_seconds: int = 900  # CPU time per process in a jail
     file_bytes: int = 256 * 2**20  # largest file a jail may write
+    disk_bytes: int = 2**30  # everything a jail writes (its scratch folder is a tmpfs this size)
     output_bytes: int = 256 * 2**10  # output one notebook cell may keep
     threads: int = 1  # torch/OpenMP threads per jailed process (tiny tensors: more only contend)
 

@@ -105,6 +105,32 @@ def test_memory_runs_out_inside_the_jail_not_on_the_machine(cell: jail.Jail) -> 
     assert proc.stdout.strip() == "MemoryError"
 
 
+def test_the_scratch_folder_has_a_size_quota_and_leaves_the_disk_alone(tmp_path: Path) -> None:
+    limits = settings.Limits(file_bytes=4 * 2**20, disk_bytes=16 * 2**20)
+    cell = jail.Jail(tmp_path / "scratch", limits=limits)
+    code = (
+        "import errno\n"
+        "written = 0\n"
+        "try:\n"
+        "    for i in range(100):\n"
+        "        with open(f'f{i}', 'wb') as fh:\n"
+        "            fh.write(bytes(2**20))\n"
+        "        written += 2**20\n"
+        "except OSError as exc:\n"
+        "    print(errno.errorcode[exc.errno], written)\n"
+    )
+    try:
+        proc = subprocess.run(
+            cell.command([sys.executable, "-I", "-c", code]), capture_output=True, text=True, timeout=60
+        )
+        on_disk = sorted(p.name for p in cell.scratch.iterdir())
+    finally:
+        cell.close()
+    error, written = proc.stdout.split()
+    assert error == "ENOSPC" and 8 * 2**20 <= int(written) <= 16 * 2**20, proc.stdout + proc.stderr
+    assert on_disk == []  # what the jail wrote never reached the grader's disk
+
+
 def test_no_jail_means_a_clear_error_unless_unconfined(tmp_path: Path) -> None:
     notebook = ROOT / "assignments" / "source" / settings.ASSIGNMENT / "adam.ipynb"
     env = {
