@@ -24,12 +24,8 @@ def release(root: Path) -> list[Path]:
     """``nbgrader generate_assignment``, then the leak check of the student version."""
     from autograder.leaks import release_problems
 
-    env = dict(
-        os.environ, PYTHONPATH=os.pathsep.join([str(settings.REPO_ROOT), os.environ.get("PYTHONPATH", "")])
-    )
-    env["PATH"] = os.pathsep.join(
-        [str(Path(sys.executable).parent), env.get("PATH", "")]
-    )  # nbgrader runs alembic
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(settings.REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
+               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))  # fmt: skip
     proc = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", settings.ASSIGNMENT, "--force"],
                           cwd=root, env=env, capture_output=True, text=True)  # fmt: skip
     if proc.returncode != 0:
@@ -44,20 +40,16 @@ def release(root: Path) -> list[Path]:
 
 def _grade(args: argparse.Namespace, students: list[str] | None = None) -> int:
     from autograder.grade import grade_class
-    from autograder.results import load_class
+    from autograder.results import load_class, submitted_students
 
     root = args.course
     if not (root / "gradebook.db").exists() or not (root / "release" / settings.ASSIGNMENT).exists():
         release(root)
-    folder = root / "submitted"
-    everyone = (
-        sorted(p.name for p in folder.iterdir() if (p / settings.ASSIGNMENT).is_dir())
-        if folder.exists()
-        else []
-    )
-    students = students or everyone
+    students = students or submitted_students(root)
     if not students:
-        raise SystemExit(f"error: nothing to grade in {folder}: run `python -m autograder collect DIR` first")
+        raise SystemExit(
+            f"error: nothing to grade in {root / 'submitted'}: run `python -m autograder collect DIR` first"
+        )
     problems = grade_class(root, students, workers=args.workers, scheduler=args.scheduler)
     for student, result in load_class(root, students).items():
         parts = ", ".join(
@@ -92,10 +84,8 @@ def _check(path: Path, device: str | None) -> int:
     source = next((c.source for c in nb_file.cells if c.get("metadata", {}).get("nbgrader", {}).get("grade_id")
                    == notebook.solution_id), None)  # fmt: skip
     if source is None:  # metadata stripped: the cell that defines the symbol
-        source = next(
-            (c.source for c in nb_file.cells if c.cell_type == "code" and defines(c.source, notebook.symbol)),
-            None,
-        )
+        source = next((c.source for c in nb_file.cells if c.cell_type == "code" and defines(c.source, notebook.symbol)),
+                      None)  # fmt: skip
     verdicts = run_checks({name: source}, device=device)[name]
     print(json.dumps({part: {**vars(v), "passed": v.passed} for part, v in verdicts.items()}, indent=1))
     return 0 if all(v.passed for v in verdicts.values()) else 1
@@ -113,24 +103,19 @@ def parser() -> argparse.ArgumentParser:
     )
     grading = argparse.ArgumentParser(add_help=False)
     limits = settings.Limits()
-    grading.add_argument("--workers", type=int, default=2, help="Dask workers started here (default 2)")
+    for flag, kind, text in (
+        ("--workers", int, "Dask workers started here (default 2)"),
+        ("--scheduler", str, "grade on this Dask cluster, e.g. tcp://host:8786 (or DASK_SCHEDULER_ADDRESS)"),
+        ("--cell-timeout", int, f"seconds per notebook cell (default {limits.cell_timeout})"),
+        ("--notebook-timeout", int, f"seconds per notebook (default {limits.notebook_timeout})"),
+        ("--part-timeout", float, f"seconds per hidden check (default {limits.part_timeout:g})"),
+    ):
+        grading.add_argument(flag, type=kind, help=text, default=2 if flag == "--workers" else None)
     grading.add_argument(
-        "--scheduler", help="grade on this Dask cluster, e.g. tcp://host:8786 (or DASK_SCHEDULER_ADDRESS)"
+        "--device", choices=["cpu", "cuda"], help="hidden checks' device (default: the GPU if any)"
     )
     grading.add_argument(
-        "--cell-timeout", type=int, help=f"seconds per notebook cell (default {limits.cell_timeout})"
-    )
-    grading.add_argument(
-        "--notebook-timeout", type=int, help=f"seconds per notebook (default {limits.notebook_timeout})"
-    )
-    grading.add_argument(
-        "--part-timeout", type=float, help=f"seconds per hidden check (default {limits.part_timeout:g})"
-    )
-    grading.add_argument(
-        "--device", choices=["cpu", "cuda"], help="hidden checks' device (default: cuda if available)"
-    )
-    grading.add_argument(
-        "--unconfined", action="store_true", help="run student code WITHOUT the jail (every report says so)"
+        "--unconfined", action="store_true", help="run student code WITHOUT the jail (reports say so)"
     )
     grade = sub.add_parser("grade", parents=[grading], help="autograde every collected submission")
     grade.add_argument("students", nargs="*", help="only these student ids")

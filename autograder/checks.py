@@ -105,17 +105,14 @@ def run_checks(
 def _stopped(part: spec.Part, ended: str, limits: settings.Limits, label: str, seed: int) -> Verdict:
     """The verdict on a part during which the runner hung or ended."""
     if ended == "timeout":
-        message = f"stopped after {limits.part_timeout:g} s: an endless loop, or far too slow"
-        return Verdict(part.name, "timeout", message, part.hint, label, seed)
-    status = "limit" if "limit" in ended else "crashed"
-    return Verdict(
-        part.name,
-        status,
-        f"the checking process ended while running your code: {ended}",
-        part.hint,
-        label,
-        seed,
-    )
+        status, message = (
+            "timeout",
+            f"stopped after {limits.part_timeout:g} s: an endless loop, or far too slow",
+        )
+    else:
+        status = "limit" if "limit" in ended else "crashed"
+        message = f"the checking process ended while running your code: {ended}"
+    return Verdict(part.name, status, message, part.hint, label, seed)
 
 
 def _unusable(source: str | None, graded: spec.Notebook) -> tuple[str, str] | None:

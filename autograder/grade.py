@@ -21,18 +21,12 @@ import os
 import tempfile
 import time
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from unittest.mock import patch
 
 from autograder import settings, spec
-from autograder.results import gradebook_marks
-
-CRASHED = "crashed"
-
-
-class GradingError(RuntimeError):
-    """Grading cannot go on; the message says what to do."""
+from autograder.results import CRASH_FILE, gradebook_marks
 
 
 @dataclass
@@ -68,20 +62,6 @@ def course_files(root: Path) -> dict[str, bytes]:
     return files
 
 
-@contextmanager
-def _environment(values: dict[str, str]):  # noqa: ANN202
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def grade_submission(task: Task, course: dict[str, bytes]) -> Outcome:
     """Autograde one submission in a private course copy (runs on a worker)."""
     from nbgrader.apps import NbGraderAPI
@@ -93,7 +73,7 @@ def grade_submission(task: Task, course: dict[str, bytes]) -> Outcome:
     outcome = Outcome(task.student)
     with (
         tempfile.TemporaryDirectory(prefix="autograder-course-", dir=settings.scratch_root()) as tmp,
-        _environment(task.env),
+        patch.dict(os.environ, task.env),  # this task's limits and seed, restored afterwards
     ):
         root = Path(tmp)
         for rel, data in course.items():
@@ -172,16 +152,6 @@ def record(root: Path, outcome: Outcome, timestamp: str | None) -> None:
         gb.db.commit()
 
 
-def record_crash(root: Path, student: str, why: str) -> None:
-    """A submission that killed its worker twice: 0 marks, and the reason where reports find it."""
-    outcome = Outcome(student, error=why)
-    record(root, outcome, None)
-    (Path(root) / "autograded" / student / settings.ASSIGNMENT / CRASH_FILE).write_text(why)
-
-
-CRASH_FILE = "crashed.txt"
-
-
 def _client(workers: int, scheduler: str | None):  # noqa: ANN202 - a dask.distributed Client
     import dask
     from dask.distributed import Client, LocalCluster
@@ -203,6 +173,7 @@ def grade_class(root: Path, students: list[str], *, workers: int = 2, scheduler:
     from distributed.scheduler import KilledWorker
     from tqdm.auto import tqdm
 
+    root = Path(root)
     env = {**settings.limits().as_env(), "AUTOGRADER_SEED": str(settings.seed())}
     for name in ("AUTOGRADER_UNCONFINED", "AUTOGRADER_DEVICE"):
         if os.environ.get(name):
@@ -221,18 +192,19 @@ def grade_class(root: Path, students: list[str], *, workers: int = 2, scheduler:
             student = futures[future]
             try:
                 outcome = future.result()
-            except KilledWorker:
-                record_crash(root, student, "the submission ended its grading worker twice; it gets no marks")
+            except KilledWorker:  # 0 marks, and the reason where the reports find it
+                record(root, Outcome(student), None)
+                (root / "autograded" / student / settings.ASSIGNMENT / CRASH_FILE).write_text(
+                    "the submission ended its grading worker twice; it gets no marks"
+                )
                 problems[student] = "crashed (killed its worker twice)"
                 continue
             except Exception as exc:  # a grader bug: this student's earlier results stay as they were
                 problems[student] = f"grader error: {type(exc).__name__}: {exc}"
                 continue
-            if outcome.error and not outcome.graded:
-                problems[student] = outcome.error.strip().splitlines()[-1][
-                    :300
-                ]  # nothing written: nothing lost
+            if outcome.error and not outcome.graded:  # nothing written: nothing lost
+                problems[student] = outcome.error.strip().splitlines()[-1][:300]
                 continue
             record(root, outcome, tasks[student].timestamp)
-            (Path(root) / "autograded" / student / settings.ASSIGNMENT / CRASH_FILE).unlink(missing_ok=True)
+            (root / "autograded" / student / settings.ASSIGNMENT / CRASH_FILE).unlink(missing_ok=True)
     return problems

@@ -22,6 +22,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import nbformat
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
@@ -124,7 +125,9 @@ class Reconcile(NbGraderPreprocessor):
         result = NotebookResult(notebook.name, status, 0.0, notebook.max_score, {}, list(repair_notes) + ([note] if note else []),
                                 confined=not settings.unconfined())  # fmt: skip
         cells = {_grade_id(c): c for c in nb.cells if _grade_id(c)}
-        with Gradebook(info["db_url"], settings.course_id(_course_root(info["db_url"]))) as gb:
+        with Gradebook(
+            info["db_url"], settings.course_id(Path(info["db_url"].removeprefix("sqlite:///")).parent)
+        ) as gb:
             for part in notebook.parts:
                 verdict = verdicts.get(part.name) or Verdict(
                     part.name, "error", "the hidden check did not run"
@@ -145,12 +148,6 @@ class Reconcile(NbGraderPreprocessor):
         result.seconds = round(time.monotonic() - state.get("started", time.monotonic()), 2)
         nb.metadata[settings.RESULT_KEY] = result.to_dict()
         return nb, resources
-
-
-def _course_root(db_url: str):  # noqa: ANN202
-    from pathlib import Path
-
-    return Path(db_url.removeprefix("sqlite:///")).parent
 
 
 def _part_result(part: spec.Part, verdict: Verdict, points: float, status: str, cell) -> PartResult:  # noqa: ANN001

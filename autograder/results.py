@@ -19,6 +19,7 @@ GRADED = "graded"
 NOT_SUBMITTED = "not submitted"
 NOT_GRADED = "not graded"
 INVALID = "invalid notebook"
+CRASH_FILE = "crashed.txt"  # in autograded/<student>/<assignment>/ when grading killed a worker twice
 
 
 @dataclass
@@ -123,7 +124,7 @@ def load_student(course_root: Path, student: str) -> StudentResult:
     root = Path(course_root)
     notebooks = {}
     scores = gradebook_marks(root, student)
-    crash = root / "autograded" / student / settings.ASSIGNMENT / "crashed.txt"
+    crash = root / "autograded" / student / settings.ASSIGNMENT / CRASH_FILE
     for name in spec.NOTEBOOKS:
         if crash.exists():
             notebooks[name] = NotebookResult.empty(name, "crashed", crash.read_text())
@@ -177,11 +178,12 @@ def gradebook_marks(root: Path, student: str, field: str = "score") -> dict[tupl
 
 def load_class(course_root: Path, students: list[str] | None = None) -> dict[str, StudentResult]:
     """Every (or the given) submitted student's results, by student id."""
-    folder = Path(course_root) / "submitted"
-    if students is None:
-        students = (
-            sorted(p.name for p in folder.iterdir() if (p / settings.ASSIGNMENT).is_dir())
-            if folder.exists()
-            else []
-        )
+    students = submitted_students(course_root) if students is None else students
     return {s: load_student(course_root, s) for s in students}
+
+
+def submitted_students(course_root: Path) -> list[str]:
+    """The students with a submission of the lab in ``course_root/submitted/``."""
+    return sorted(
+        p.parent.name for p in Path(course_root).glob(f"submitted/*/{settings.ASSIGNMENT}") if p.is_dir()
+    )
