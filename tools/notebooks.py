@@ -34,6 +34,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -315,6 +316,7 @@ class Executed:
     seconds: float
     error: str | None
     html: Path | None
+    nb: nbformat.NotebookNode | None = None  # the executed notebook, outputs included
 
 
 def kernel_env(fast: bool) -> dict[str, str]:
@@ -330,11 +332,13 @@ def kernel_env(fast: bool) -> dict[str, str]:
     return env
 
 
-def execute(path: Path, fast: bool = True, timeout: int = 900, html_dir: Path | None = None) -> Executed:
+def execute(path: Path, fast: bool = True, timeout: int = 900, html_dir: Path | None = None,
+            before_html: Callable[[nbformat.NotebookNode], object] | None = None) -> Executed:  # fmt: skip
     """Execute a notebook top to bottom in its own folder (in memory; the file is not modified).
 
     ``timeout`` is per cell, in seconds. With ``html_dir`` the executed notebook (plots included) is written
-    there as ``NAME.html``, also when a cell failed, so the error can be read in context.
+    there as ``NAME.html``, also when a cell failed, so the error can be read in context; ``before_html``
+    may change the executed notebook first.
     """
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
@@ -357,10 +361,12 @@ def execute(path: Path, fast: bool = True, timeout: int = 900, html_dir: Path | 
         from nbconvert import HTMLExporter
 
         html_dir.mkdir(parents=True, exist_ok=True)
+        if before_html is not None:
+            before_html(nb)
         body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
         html = html_dir / f"{path.stem}.html"
         html.write_text(body, encoding="utf-8")
-    return Executed(path, seconds, error, html)
+    return Executed(path, seconds, error, html, nb)
 
 
 def _targets(paths: list[str], root: Path, globs: tuple[str, ...] = (LECTURE_GLOB,)) -> list[Path]:

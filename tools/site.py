@@ -77,29 +77,9 @@ def make_static(nb: nbformat.NotebookNode) -> int:
 
 
 def render(path: Path, out: Path, fast: bool, timeout: int = 900) -> Page:
-    """Execute ``path`` (in memory) and write ``out/NAME.html``."""
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
-    from nbconvert import HTMLExporter
-
-    nb = nbformat.read(path, as_version=nbtools.NB_VERSION)
-    client = NotebookClient(
-        nb,
-        timeout=timeout,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(path.parent.resolve())}},
-    )
-    start, error = time.perf_counter(), None
-    try:
-        client.execute(env=nbtools.kernel_env(fast))
-    except CellExecutionError as exc:
-        error = str(exc)
-    seconds = time.perf_counter() - start
-    make_static(nb)
-    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
-    target = out / f"{path.stem}.html"
-    target.write_text(body, encoding="utf-8")
-    return Page(path, target, title_of(nb, path.stem), seconds, error)
+    """Execute ``path`` (in memory) and write ``out/NAME.html`` with the widgets made static."""
+    run = nbtools.execute(path, fast, timeout, html_dir=out, before_html=make_static)
+    return Page(path, run.html, title_of(run.nb, path.stem), run.seconds, run.error)
 
 
 def index_html(pages: list[Page], fast: bool) -> str:
