@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from autograder import jail, settings
+from tests.fixtures import unix_users
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the jail is Linux-only")
@@ -183,3 +185,46 @@ def test_a_kernel_in_the_jail_runs_code_and_leaves_nothing_behind() -> None:
     time.sleep(0.5)
     assert subprocess.run(["pgrep", "-f", marker], capture_output=True).stdout == b""
     assert not scratch.exists()
+
+
+NON_ROOT_PROBE = r"""
+import json, os, subprocess, sys, time
+from pathlib import Path
+from autograder import jail, settings
+
+cell = jail.Jail(Path.home() / "scratch", limits=settings.Limits(processes=16))
+code = (
+    "import os, subprocess\n"
+    "subprocess.Popen(['sh', '-c', 'exec -a MARKER sleep 300'], start_new_session=True)\n"
+    "forks = 0\n"
+    "try:\n"
+    "    for _ in range(200):\n"
+    "        if os.fork() == 0:\n"
+    "            import time; time.sleep(60); os._exit(0)\n"
+    "        forks += 1\n"
+    "except OSError:\n"
+    "    pass\n"
+    "print(forks, os.getuid(), os.path.exists(GRADER))\n"
+).replace("GRADER", repr(jail.__file__))
+proc = subprocess.run(cell.command([sys.executable, "-c", code]), capture_output=True, text=True, timeout=120)
+cell.close()
+time.sleep(0.5)
+survivors = subprocess.run(["pgrep", "-f", "MARKER"], capture_output=True, text=True).stdout.split()
+forks, uid, sees_grader = proc.stdout.split()
+print(json.dumps({"cgroups": sorted(cell.cgroups.folders), "forks": int(forks), "uid": int(uid),
+                  "sees_grader": sees_grader == "True", "survivors": survivors, "me": os.getuid()}))
+"""
+
+
+@pytest.mark.skipif(unix_users.MISSING, reason=unix_users.WHY_MISSING)
+def test_a_grader_without_root_still_jails_and_limits_processes() -> None:
+    """On a hub an instructor grades as an ordinary user: no cgroups, so RLIMIT_NPROC limits the forks."""
+    with unix_users.unix_users(["grader"]) as made:
+        name, home = made["grader"]
+        probe = home / "probe.py"  # a file, so that the marker is in no command line but the daemon's
+        probe.write_text(NON_ROOT_PROBE.replace("MARKER", f"jail-daemon-{uuid.uuid4().hex}"))
+        out = unix_users.as_user(name, home, [sys.executable, str(probe)], home, keep=(ROOT,))
+    found = json.loads(out.strip().splitlines()[-1])
+    assert found["me"] != 0 and found["cgroups"] == []  # an ordinary user gets no cgroups here
+    assert found["forks"] <= 16, found  # RLIMIT_NPROC: its tasks now + Limits.processes
+    assert found["uid"] != 0 and not found["sees_grader"] and found["survivors"] == [], found
