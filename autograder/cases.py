@@ -8,6 +8,8 @@ bit-identical tensors without ever sending them across.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 
@@ -31,6 +33,13 @@ ADAM_SETTINGS: tuple[dict, ...] = (
     {"lr": 5e-3, "betas": (0.5, 0.9), "eps": 1e-6},
 )
 ADAM_STEPS = 30
+# The weight-decay check: a few decays, one with non-default betas and eps.
+WEIGHT_DECAY_SETTINGS: tuple[dict, ...] = (
+    {"weight_decay": 0.1},
+    {"lr": 0.02, "betas": (0.8, 0.95), "eps": 1e-3, "weight_decay": 0.5},
+    {"lr": 5e-3, "weight_decay": 0.01},
+)
+WEIGHT_DECAY_STEPS = 10
 PARAM_SHAPES = ((6, 5), (5,), (3, 4))
 
 
@@ -158,8 +167,8 @@ def run_train_epoch(train_epoch, seed: int, n: int, k: int, device: torch.device
 
 # --------------------------------------------------------------------------- Adam drivers
 # Each takes an optimizer class (the student's, or torch.optim.Adam for the reference) and
-# returns plain tensors on the CPU. None of them calls zero_grad() except run_zero_grad, and
-# only run_generator passes a generator, so one mistake fails one check.
+# returns plain tensors on the CPU. Only run_training_loop calls zero_grad() or passes a
+# generator, and only the weight_decay part passes weight_decay, so one mistake fails one check.
 
 
 def _snapshot(params) -> list[torch.Tensor]:  # noqa: ANN001
@@ -177,68 +186,38 @@ def _feed(opt, params: list[torch.Tensor], grads: list[list[torch.Tensor]]) -> l
     return trajectory
 
 
+def _trajectories(adam_cls, seed: int, device: torch.device, settings: tuple[dict, ...], steps: int) -> dict:  # noqa: ANN001
+    """One trajectory of ``steps`` steps per hyperparameter setting, each from its own parameters and gradients."""
+    out = []
+    for i, hparams in enumerate(settings):
+        params = adam_params(seed + i, device)
+        out.append(_feed(adam_cls(params, **hparams), params, adam_grads(seed + i, steps, device)))
+    return {"trajectories": out}
+
+
 def run_first_step(adam_cls, seed: int, device: torch.device) -> dict:  # noqa: ANN001
     params = adam_params(seed, device)
     return {"params": _feed(adam_cls(params, lr=0.01), params, adam_grads(seed, 1, device))[0]}
 
 
-def run_many_steps(adam_cls, seed: int, device: torch.device) -> dict:  # noqa: ANN001
-    trajectories = []
-    for i, hparams in enumerate(ADAM_SETTINGS):
-        params = adam_params(seed + i, device)
-        grads = adam_grads(seed + i, ADAM_STEPS, device)
-        trajectories.append(_feed(adam_cls(params, **hparams), params, grads))
-    return {"trajectories": trajectories}
-
-
-def run_generator(adam_cls, seed: int, device: torch.device, steps: int = 5) -> dict:  # noqa: ANN001
+def run_training_loop(adam_cls, seed: int, device: torch.device, steps: int = 5) -> dict:  # noqa: ANN001
+    """The loop students write: ``Adam(model.parameters())`` (a generator), then zero_grad(),
+    backward() and step() for every batch. Records the parameters after each step, the parameters
+    whose gradient zero_grad() left non-zero, and one step given a list (to tell a used-up generator
+    from a step that never moves anything)."""
     model = tiny_model(seed, device)
     opt = adam_cls(model.parameters(), lr=0.01)  # a generator, exactly as students will pass it
     criterion = nn.CrossEntropyLoss()
-    trajectory = []
+    trajectory, uncleared = [], []
     for x, y in batches(seed, steps):
-        for p in model.parameters():
-            p.grad = None
+        opt.zero_grad()
+        uncleared.append([q for q, p in enumerate(model.parameters()) if p.grad is not None and p.grad.any()])
         criterion(model(x.to(device)), y.to(device)).backward()
         opt.step()
         trajectory.append(_snapshot(model.parameters()))
-    return {"trajectory": trajectory}
-
-
-def run_zero_grad(adam_cls, seed: int, device: torch.device) -> dict:  # noqa: ANN001
-    """zero_grad before any backward, after one, and the gradients of the next backward (no step())."""
-    model = tiny_model(seed, device)
-    params = list(model.parameters())
-    opt = adam_cls(params)
-    criterion = nn.CrossEntropyLoss()
-    (x1, y1), (x2, y2) = batches(seed, 2)
-    opt.zero_grad()
-    before = ["none" if p.grad is None else "tensor" for p in params]
-    criterion(model(x1.to(device)), y1.to(device)).backward()
-    old = [p.grad for p in params]
-    opt.zero_grad()
-    after = []
-    for p, g in zip(params, old):
-        if p.grad is None:
-            after.append("none")
-        elif p.grad is g:
-            after.append("in_place" if bool((p.grad == 0).all()) else "not_zeroed")
-        else:
-            after.append("new_tensor")
-    criterion(model(x2.to(device)), y2.to(device)).backward()
-    return {
-        "before": before,
-        "after": after,
-        "grads": [None if p.grad is None else p.grad.detach().cpu() for p in params],
-    }
-
-
-def reference_grads(seed: int, device: torch.device) -> list[torch.Tensor]:
-    """The gradients of the second batch alone, as run_zero_grad should leave them."""
-    model = tiny_model(seed, device)
-    (_, _), (x2, y2) = batches(seed, 2)
-    nn.CrossEntropyLoss()(model(x2.to(device)), y2.to(device)).backward()
-    return [p.grad.detach().cpu() for p in model.parameters()]
+    listed = list(tiny_model(seed, device).parameters())
+    list_step = _feed(adam_cls(listed, lr=0.01), listed, [[torch.ones_like(p) for p in listed]])[0]
+    return {"trajectory": trajectory, "uncleared": uncleared, "list_step": list_step}
 
 
 def state_tensors(obj, depth: int = 0, seen: set | None = None) -> list[torch.Tensor]:  # noqa: ANN001
@@ -299,8 +278,8 @@ def run_device_state(adam_cls, seed: int, device: torch.device, steps: int = 10)
 
 ADAM_DRIVERS = {
     "first_step": run_first_step,
-    "many_steps": run_many_steps,
-    "generator": run_generator,
-    "zero_grad": run_zero_grad,
+    "many_steps": partial(_trajectories, settings=ADAM_SETTINGS, steps=ADAM_STEPS),
+    "training_loop": run_training_loop,
+    "weight_decay": partial(_trajectories, settings=WEIGHT_DECAY_SETTINGS, steps=WEIGHT_DECAY_STEPS),
     "device_state": run_device_state,
 }

@@ -66,6 +66,8 @@ def explain_error(result: dict) -> tuple[str, str]:
         extra = " - the solution cell is still the stub: replace `raise NotImplementedError()` with your code"
     elif "leaf Variable that requires grad" in error:
         extra = " - update parameters inside `with torch.no_grad():` (or decorate step with @torch.no_grad())"
+    elif error.startswith("TypeError") and "weight_decay" in error:
+        extra = " - your Adam must accept weight_decay=... (a keyword argument of __init__, default 0.0)"
     elif "same device" in error or "Expected all tensors" in error:
         extra = " - create state with torch.zeros_like(param) so it lives on the parameter's device"
     first, _, where = error.partition("\n")
@@ -234,15 +236,18 @@ ACCUMULATION_JUDGES = {
 
 
 @lru_cache(maxsize=256)
-def _reference_run(driver: str, seed: int, device) -> object:  # noqa: ANN001
-    """A cases driver run with ``torch.optim.Adam`` (once per seed and device; callers only read it)."""
+def _reference_run(part: str, seed: int, device, variant: str = "Adam") -> object:  # noqa: ANN001
+    """A part's cases driver run with ``torch.optim.Adam`` (once per seed and device; callers only
+    read it), or with a ``variant`` that makes a known mistake: "AdamW", or "x<f>", Adam with its
+    weight_decay scaled by f (x0: weight_decay ignored)."""
     import torch.optim
 
     from autograder import cases
 
-    if driver == "reference_grads":
-        return cases.reference_grads(seed, device)
-    return getattr(cases, driver)(torch.optim.Adam, seed, device)
+    def scaled(params, weight_decay: float = 0.0, **hparams):  # noqa: ANN001, ANN003, ANN202
+        return torch.optim.Adam(params, weight_decay=float(variant[1:]) * weight_decay, **hparams)
+
+    return cases.ADAM_DRIVERS[part](getattr(torch.optim, variant, scaled), seed, device)
 
 
 @lru_cache(maxsize=256)
@@ -267,7 +272,7 @@ def _compare_params(
 def _judge_first_step(payload: dict, seed: int, device) -> str | None:  # noqa: ANN001
     from autograder import cases
 
-    ref = _reference_run("run_first_step", seed, device)
+    ref = _reference_run("first_step", seed, device)
     problem = _compare_params(payload["params"], ref["params"], "after the first step (lr=0.01)")
     if problem:
         start = cases.adam_params(seed, device)
@@ -277,72 +282,87 @@ def _judge_first_step(payload: dict, seed: int, device) -> str | None:  # noqa: 
     return problem
 
 
-def _judge_many_steps(payload: dict, seed: int, device) -> str | None:  # noqa: ANN001
-    from autograder import cases
-
-    ref = _reference_run("run_many_steps", seed, device)
-    for i, (got, exp) in enumerate(zip(payload["trajectories"], ref["trajectories"])):
-        hp = cases.ADAM_SETTINGS[i] or "defaults"
-        for t, (g, e) in enumerate(zip(got, exp), start=1):
-            problem = _compare_params(g, e, f"with {hp}, after step {t} of {cases.ADAM_STEPS}")
+def _compare_runs(got: list, expected: list, labels: list[str], **tolerance: float) -> str | None:
+    """Where the trajectories ``got`` (one per label) first part from the expected ones (None if never)."""
+    if [len(g) for g in got] != [len(e) for e in expected]:
+        return f"{len(got)} runs came back instead of {len(expected)}, or runs of the wrong length"
+    for label, run, ref in zip(labels, got, expected):
+        for t, (g, e) in enumerate(zip(run, ref), start=1):
+            problem = _compare_params(g, e, f"{label}, after step {t} of {len(ref)}", **tolerance)
             if problem:
                 return problem
     return None
 
 
-def _judge_generator(payload: dict, seed: int, device) -> str | None:  # noqa: ANN001
+def _judge_many_steps(payload: dict, seed: int, device) -> str | None:  # noqa: ANN001
     from autograder import cases
 
-    ref = _reference_run("run_generator", seed, device)
+    ref = _reference_run("many_steps", seed, device)
+    labels = [f"with {hp or 'defaults'}" for hp in cases.ADAM_SETTINGS]
+    return _compare_runs(payload["trajectories"], ref["trajectories"], labels)
+
+
+# Weight decays that go wrong in a typical way: the optimizer whose steps they take, and what that means.
+DECAY_MISTAKES = (
+    ("AdamW", "your steps are torch.optim.AdamW's: you shrank the weights directly, as AdamW does, but Adam's "
+              "weight_decay adds weight_decay * param to the gradient, so it passes through m and v"),
+    ("x0", "your steps are those of Adam without weight decay: your Adam ignored weight_decay"),
+    ("x2", "your decay term is twice Adam's: check the gradient of (weight_decay / 2) * ||param||**2"),
+    ("x0.5", "your decay term is half Adam's: check the gradient of (weight_decay / 2) * ||param||**2"),
+)  # fmt: skip
+
+
+def _judge_weight_decay(payload: dict, seed: int, device) -> str | None:  # noqa: ANN001
+    from autograder import cases
+
+    labels = [f"with {hp}" for hp in cases.WEIGHT_DECAY_SETTINGS]
+
+    def part_from(variant: str) -> str | None:
+        ref = _reference_run("weight_decay", seed, device, variant)
+        return _compare_runs(payload["trajectories"], ref["trajectories"], labels)
+
+    problem = part_from("Adam")
+    if problem is None:
+        return None
+    why = next((why for variant, why in DECAY_MISTAKES if part_from(variant) is None), None)
+    return f"{problem}; {why}" if why else problem
+
+
+def _judge_training_loop(payload: dict, seed: int, device) -> str | None:  # noqa: ANN001
+    from autograder import cases
+
     start = [p.detach().cpu() for p in cases.tiny_model(seed, device).parameters()]
     got = payload["trajectory"]
-    if got and all(_difference(a, s, 0, 0) is None for a, s in zip(got[-1], start)):
+    if all(_difference(a, s, 0, 0) is None for a, s in zip(got[-1], start)):
+        if any(_difference(a, s, 0, 0) for a, s in zip(payload["list_step"], start)):
+            return ("given model.parameters() (a generator), your optimizer never changed the parameters, though it "
+                    "does given a list: the generator was used up before step() read it")  # fmt: skip
         return "given model.parameters() (a generator), your optimizer never changed the parameters"
-    for t, (g, e) in enumerate(zip(got, ref["trajectory"]), start=1):
-        problem = _compare_params(g, e, f"given model.parameters() (a generator), after step {t}")
-        if problem:
-            return problem
-    return None
-
-
-def _judge_zero_grad(payload: dict, seed: int, device) -> str | None:  # noqa: ANN001
-
-    if any(s != "none" for s in payload["before"]):
-        return "zero_grad() before any backward() gave parameters new gradient tensors; leave missing gradients as None"
-    for q, state in enumerate(payload["after"]):
-        if state == "new_tensor":
-            return f"zero_grad() replaced parameter {q}'s gradient with a newly allocated tensor"
-        if state == "not_zeroed":
-            return f"zero_grad() left parameter {q}'s gradient non-zero"
-    for q, (a, e) in enumerate(zip(payload["grads"], _reference_run("reference_grads", seed, device))):
-        why = _difference(a, e, 1e-5, 1e-7)
-        if why:
-            return f"after zero_grad() and a new backward(), the gradient of parameter {q} {why} (old gradients were not cleared)"
-    return None
+    for t, left in enumerate(payload["uncleared"], start=1):
+        if left:
+            return (f"in the training loop, zero_grad() before step {t} left parameter {left[0]}'s gradient non-zero, "
+                    "so backward() added the new gradient to the old one")  # fmt: skip
+    ref = _reference_run("training_loop", seed, device)
+    return _compare_runs([got], [ref["trajectory"]], ["in a training loop given model.parameters()"])
 
 
 def _judge_device_state(payload: dict, seed: int, device) -> str | None:  # noqa: ANN001
-
     if payload["misplaced"]:
         return f"with float64 parameters on {device}, your optimizer keeps {payload['misplaced'][0]}"
     if payload["meta_misplaced"]:
         return (
             f"with parameters on another device (meta), your optimizer keeps {payload['meta_misplaced'][0]}"
         )
-    ref = _reference_run("run_device_state", seed, device)
-    for t, (g, e) in enumerate(zip(payload["trajectory"], ref["trajectory"]), start=1):
-        problem = _compare_params(
-            g, e, f"with float64 parameters on {device}, after step {t}", rtol=1e-9, atol=1e-12
-        )
-        if problem:
-            return problem + " (are m and v float64 like the parameters?)"
-    return None
+    ref = _reference_run("device_state", seed, device)
+    where = [f"with float64 parameters on {device}"]
+    problem = _compare_runs([payload["trajectory"]], [ref["trajectory"]], where, rtol=1e-9, atol=1e-12)
+    return problem and problem + " (are m and v float64 like the parameters?)"
 
 
 ADAM_JUDGES = {
     "first_step": _judge_first_step,
     "many_steps": _judge_many_steps,
-    "generator": _judge_generator,
-    "zero_grad": _judge_zero_grad,
+    "training_loop": _judge_training_loop,
+    "weight_decay": _judge_weight_decay,
     "device_state": _judge_device_state,
 }

@@ -124,17 +124,20 @@ ADAM = Notebook(
             "sqrt(v_hat) + eps, and use every hyperparameter you are given.",
         ),
         Part(
-            "generator",
-            "test_adam_generator",
-            "works when model_params is a generator such as model.parameters()",
-            "A generator can be iterated only once: turn model_params into a list before building the state.",
+            "training_loop",
+            "test_adam_training_loop",
+            "works in a training loop: model.parameters() as a generator, zero_grad() then backward() then step()",
+            "A generator can be iterated only once: turn model_params into a list before building the state. "
+            "zero_grad() must clear every gradient, or backward() adds the new one to the last step's; "
+            "setting param.grad = None is what torch.optim does (zeroing in place works too).",
         ),
         Part(
-            "zero_grad",
-            "test_adam_zero_grad",
-            "zero_grad clears gradients without allocating new tensors",
-            "Set each param.grad to None (what torch.optim does), or zero the existing tensor in place; "
-            "torch.zeros_like allocates new memory on every call.",
+            "weight_decay",
+            "test_adam_weight_decay",
+            "weight_decay matches torch.optim.Adam(weight_decay=...), also with other betas and eps",
+            "torch.optim.Adam(weight_decay=wd) minimises loss + (wd / 2) * ||param||**2: derive the gradient "
+            "of that objective and let the whole update use it, like any gradient. Shrinking the parameter "
+            "directly is AdamW, not Adam.",
         ),
         Part(
             "device_state",

@@ -105,6 +105,32 @@ def test_each_mistake_fails_exactly_the_parts_it_breaks(
         assert verdicts[part]["message"] and verdicts[part]["hint"] == spec.notebook(notebook).part(part).hint
 
 
+@pytest.mark.parametrize("style", sorted(solutions.ADAM_ZERO_GRAD_STYLES))
+def test_a_zero_grad_that_clears_in_any_style_passes_every_part(style: str) -> None:
+    verdicts = _run("adam", solutions.ADAM_ZERO_GRAD_STYLES[style])
+    assert all(v["passed"] for v in verdicts.values()), {p: v["message"] for p, v in verdicts.items()}
+
+
+def test_weight_decay_mistakes_and_a_missing_keyword_are_named() -> None:
+    decoupled = _run("adam", solutions.ADAM_MISTAKES["decoupled_weight_decay"][0], ["weight_decay"])
+    assert "as AdamW does" in decoupled["weight_decay"]["message"], decoupled
+    ignored = _run("adam", solutions.ADAM_MISTAKES["weight_decay_ignored"][0], ["weight_decay"])
+    assert "ignored weight_decay" in ignored["weight_decay"]["message"], ignored
+    twice = solutions.ADAM.replace("alpha=self.weight_decay)", "alpha=2 * self.weight_decay)")
+    assert "twice Adam's" in _run("adam", twice, ["weight_decay"])["weight_decay"]["message"]
+    no_keyword = solutions.ADAM.replace(", weight_decay=0.0):", "):\n        weight_decay = 0.0")
+    verdict = _run("adam", no_keyword, ["first_step", "weight_decay"])
+    assert verdict["first_step"]["passed"] and verdict["weight_decay"]["status"] == "error"
+    assert "must accept weight_decay=" in verdict["weight_decay"]["message"]
+
+
+def test_training_loop_says_whether_zero_grad_or_the_generator_went_wrong(mistake_verdicts: dict) -> None:
+    never_clears = mistake_verdicts["adam", "zero_grad_never_clears"]["training_loop"]["message"]
+    assert "zero_grad() before step 2 left parameter 0's gradient non-zero" in never_clears
+    used_up = mistake_verdicts["adam", "generator_consumed_twice"]["training_loop"]["message"]
+    assert "the generator was used up" in used_up and "zero_grad" not in used_up
+
+
 def test_delegating_adam_is_caught_by_behaviour_and_a_real_subclass_is_not() -> None:
     for key in ("wraps_torch_adam", "optim_by_getattr", "fused_kernel_by_getattr", "functional_adam"):
         verdict = _run("adam", solutions.ADAM_MISTAKES[key][0], ["first_step"])["first_step"]
@@ -112,7 +138,7 @@ def test_delegating_adam_is_caught_by_behaviour_and_a_real_subclass_is_not() -> 
     verdicts = _run("adam", solutions.ADAM_SUBCLASS)
     assert all(v["passed"] for v in verdicts.values()), verdicts
     # In the jail the grader's files are not there at all.
-    verdict = _run("adam", solutions.ADAM_MISTAKES["reads_grader_files"][0], ["zero_grad"])["zero_grad"]
+    verdict = _run("adam", solutions.ADAM_MISTAKES["reads_grader_files"][0], ["weight_decay"])["weight_decay"]
     assert verdict["status"] == "error" and "does not define Adam" in verdict["message"]
 
 
@@ -122,7 +148,7 @@ def test_syntax_errors_and_missing_cells() -> None:
         verdicts["first_step"]["status"] == "error"
         and "syntax error on line 1" in verdicts["first_step"]["message"]
     )
-    assert _run("adam", None, ["zero_grad"])["zero_grad"]["status"] == "missing"
+    assert _run("adam", None, ["training_loop"])["training_loop"]["status"] == "missing"
 
 
 def test_loops_crashes_exits_and_stubs_are_contained() -> None:
@@ -146,10 +172,10 @@ def test_loops_crashes_exits_and_stubs_are_contained() -> None:
 
 
 def test_nan_results_fail_with_a_clear_message() -> None:
-    source = solutions.ADAM.replace("eps=1e-8):", "eps=0.0):")  # 0/0 where a gradient is exactly zero
-    verdicts = _run("adam", source, ["first_step", "zero_grad"])
+    source = solutions.ADAM.replace("eps=1e-8,", "eps=0.0,")  # 0/0 where a gradient is exactly zero
+    verdicts = _run("adam", source, ["first_step", "training_loop"])
     assert verdicts["first_step"]["status"] == "failed" and "NaN" in verdicts["first_step"]["message"]
-    assert verdicts["zero_grad"]["passed"]
+    assert verdicts["training_loop"]["passed"]
 
 
 def test_check_runs_live_and_shows_only_the_message_and_hint(capsys) -> None:
@@ -242,14 +268,14 @@ def test_check_command_grades_one_file(tmp_path: Path, capsys) -> None:
 
     nb = _strip(_source_notebook("adam"))  # metadata stripped: the cell defining Adam is found anyway
     nb.cells[_solution_index(_source_notebook("adam"), "adam")].source = solutions.ADAM_MISTAKES[
-        "zero_grad_allocates"
+        "decoupled_weight_decay"
     ][0]
     path = tmp_path / "Copy of adam.ipynb"
     nbformat.write(nb, path)
     assert main(["check", str(path), "--device", "cpu"]) == 1  # one part fails
     verdicts = json.loads(capsys.readouterr().out)
     assert {p: v["passed"] for p, v in verdicts.items()} == {
-        p.name: p.name != "zero_grad" for p in spec.ADAM.parts
+        p.name: p.name != "weight_decay" for p in spec.ADAM.parts
     }
 
 
@@ -261,4 +287,4 @@ def test_one_runner_for_both_notebooks_keeps_their_verdicts_apart() -> None:
         }
     )
     assert all(v.passed for v in verdicts["accumulation"].values())
-    assert {p for p, v in verdicts["adam"].items() if not v.passed} == {"generator"}
+    assert {p for p, v in verdicts["adam"].items() if not v.passed} == {"training_loop"}

@@ -35,7 +35,7 @@ EXPECTED = {
     "bob": (0, 0),  # the released stubs, untouched
     "carol_smith": (5, 5),  # Google Forms uploads; an older stub is superseded
     "dave": (1, 0),  # the course material's own answers
-    "erin": (2, 4),  # no step for the final partial group; zero_grad allocating zeros
+    "erin": (2, 4),  # no step for the final partial group; weight decay decoupled as in AdamW
     "frank": (5, 5),  # Colab round trip: metadata stripped, "Copy of ..." names
     "gina": (3, 2),  # duplicated, deleted, flooding, exiting and looping cells; NaN-producing Adam
     "hank": (0, 0),  # invalid JSON; a notebook that kills its kernel
@@ -98,7 +98,7 @@ def _make_uploads(course: Path, folder: Path) -> None:
     _write(_answer(course, "accumulation", solutions.ACCUMULATION_MISTAKES["no_final_partial_step"][0]),
            folder / "erin" / "accumulation.ipynb")  # fmt: skip
     _write(
-        _answer(course, "adam", solutions.ADAM_MISTAKES["zero_grad_allocates"][0]),
+        _answer(course, "adam", solutions.ADAM_MISTAKES["decoupled_weight_decay"][0]),
         folder / "erin" / "adam.ipynb",
     )
 
@@ -113,7 +113,7 @@ def _make_uploads(course: Path, folder: Path) -> None:
     last_test = spec.ACCUMULATION.parts[-1].grade_id
     nb.cells = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") != last_test]
     _write(nb, folder / "gina" / "accumulation.ipynb")
-    nb = _answer(course, "adam", solutions.ADAM.replace("eps=1e-8):", "eps=0.0):"))
+    nb = _answer(course, "adam", solutions.ADAM.replace("eps=1e-8,", "eps=0.0,"))
     nb.cells.append(nbformat.v4.new_code_cell("while True:\n    pass"))
     _write(nb, folder / "gina" / "adam.ipynb")
 

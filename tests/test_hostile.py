@@ -293,10 +293,10 @@ SUBCLASS_ADAM = '''\
 class Adam(torch.optim.Optimizer):
     """Adam as a torch.optim.Optimizer subclass doing its own maths (allowed)."""
 
-    def __init__(self, model_params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+    def __init__(self, model_params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         if lr < 0.0:
             raise ValueError(f"Invalid learning rate: {lr}")
-        super().__init__(model_params, dict(lr=lr, betas=betas, eps=eps))
+        super().__init__(model_params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -312,8 +312,9 @@ class Adam(torch.optim.Optimizer):
                     state["v"] = torch.zeros_like(p)
                 state["t"] += 1
                 m, v, t = state["m"], state["v"], state["t"]
-                m.mul_(beta_1).add_(p.grad, alpha=1 - beta_1)
-                v.mul_(beta_2).addcmul_(p.grad, p.grad, value=1 - beta_2)
+                grad = p.grad.add(p, alpha=group["weight_decay"])
+                m.mul_(beta_1).add_(grad, alpha=1 - beta_1)
+                v.mul_(beta_2).addcmul_(grad, grad, value=1 - beta_2)
                 m_hat = m / (1 - beta_1**t)
                 v_hat = v / (1 - beta_2**t)
                 p.sub_(group["lr"] * m_hat / (v_hat.sqrt() + group["eps"]))
@@ -750,10 +751,11 @@ def _check_flood_output(g: Graded) -> None:
 
 def _check_delegate_fused(g: Graded) -> None:
     parts = _parts(g, "mallory", "adam")
-    stepping = ("first_step", "many_steps", "generator", "device_state")
+    stepping = ("first_step", "many_steps", "training_loop", "device_state")
     assert all(parts[p][:2] == (0, "disallowed") for p in stepping), parts
     assert all("fused" in parts[p][2] for p in stepping), parts
-    assert _result(g, "mallory").notebooks["adam"].score <= 1  # zero_grad alone never calls torch's Adam
+    assert parts["weight_decay"][:2] == (0, "error"), parts  # FUSED_ADAM takes no weight_decay keyword
+    assert _result(g, "mallory").notebooks["adam"].score == 0
 
 
 def _check_exhaust_memory(g: Graded) -> None:

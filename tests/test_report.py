@@ -30,9 +30,11 @@ MESSAGES = {  # (notebook, part) -> the judge's message for one known-wrong answ
         "compared with torch.optim.Adam",
         "many_steps": "with defaults, after step 1 of 30, parameter 0 is off by up to 0.00216 (26 of 30 values) "
         "compared with torch.optim.Adam",
-        "generator": "given model.parameters() (a generator), after step 1, parameter 0 is off by up to 0.0216 "
-        "(120 of 120 values) compared with torch.optim.Adam",
-        "device_state": "with float64 parameters on cpu, after step 1, parameter 0 is off by up to 7.99e-08 "
+        "training_loop": "in a training loop given model.parameters(), after step 1 of 5, parameter 0 is off by up "
+        "to 0.0216 (120 of 120 values) compared with torch.optim.Adam",
+        "weight_decay": "with {'weight_decay': 0.1}, after step 1 of 10, parameter 0 is off by up to 0.00216 (30 of 30 "
+        "values) compared with torch.optim.Adam",
+        "device_state": "with float64 parameters on cpu, after step 1 of 10, parameter 0 is off by up to 7.99e-08 "
         "(25 of 30 values) compared with torch.optim.Adam (are m and v float64 like the parameters?)",
     },
     "zero_grad_every_batch": {
@@ -48,11 +50,13 @@ MESSAGES = {  # (notebook, part) -> the judge's message for one known-wrong answ
         "losses": "with 8 batches and accumulation_steps=3 loss 0 you returned is 1.16076; the mean of that "
         "group's batch losses is 1.70845",
     },
-    "material_adam": {  # v from g**2 and m from g**2 too: no diagnosis of its own
+    "material_adam": {  # m from g**2 (no diagnosis of its own), the generator kept, no weight_decay
         "first_step": "after the first step (lr=0.01), parameter 0 is off by up to 0.0262 (26 of 30 values) "
         "compared with torch.optim.Adam",
-        "zero_grad": "zero_grad() before any backward() gave parameters new gradient tensors; leave missing "
-        "gradients as None",
+        "training_loop": "given model.parameters() (a generator), your optimizer never changed the parameters, "
+        "though it does given a list: the generator was used up before step() read it",
+        "weight_decay": "your code raised TypeError: Adam.__init__() got an unexpected keyword argument "
+        "'weight_decay' - your Adam must accept weight_decay=... (a keyword argument of __init__, default 0.0)",
     },
     "loss_not_scaled": {
         "group_gradient": "with 8 batches and accumulation_steps=4 at the step after batch 4 the gradient of "
@@ -82,12 +86,24 @@ MESSAGES = {  # (notebook, part) -> the judge's message for one known-wrong answ
         "many_steps": "with {'lr': 0.02, 'betas': (0.8, 0.95), 'eps': 0.001}, after step 1 of 30, parameter 0 is "
         "off by up to 0.0032 (6 of 30 values) compared with torch.optim.Adam",
     },
-    "zero_grad_allocates": {
-        "zero_grad": "zero_grad() before any backward() gave parameters new gradient tensors; leave missing "
-        "gradients as None",
+    "zero_grad_never_clears": {
+        "training_loop": "in the training loop, zero_grad() before step 2 left parameter 0's gradient non-zero, so "
+        "backward() added the new gradient to the old one",
     },
     "generator_consumed_twice": {
-        "generator": "given model.parameters() (a generator), your optimizer never changed the parameters"
+        "training_loop": "given model.parameters() (a generator), your optimizer never changed the parameters, "
+        "though it does given a list: the generator was used up before step() read it",
+    },
+    "decoupled_weight_decay": {
+        "weight_decay": "with {'weight_decay': 0.1}, after step 1 of 10, parameter 0 is off by up to 0.000989 (27 of "
+        "30 values) compared with torch.optim.Adam; your steps are torch.optim.AdamW's: you shrank the weights "
+        "directly, as AdamW does, but Adam's weight_decay adds weight_decay * param to the gradient, so it passes "
+        "through m and v",
+    },
+    "weight_decay_ignored": {
+        "weight_decay": "with {'weight_decay': 0.1}, after step 1 of 10, parameter 0 is off by up to 0.001 (4 of 30 "
+        "values) compared with torch.optim.Adam; your steps are those of Adam without weight decay: your Adam "
+        "ignored weight_decay",
     },
     "state_on_cpu": {
         "device_state": "with float64 parameters on cpu, your optimizer keeps a (6, 5) float32 tensor on cpu"
@@ -100,7 +116,7 @@ DIAGNOSIS = {
     "zero_grad_every_batch": {"gradients zeroed every batch"},
     "loss_not_scaled": {"losses not divided by the group size"},
     "material_accumulation": {"gradients zeroed every batch", "returned losses are not the group means"},
-    "material_adam": {"zero_grad allocates new tensors"},
+    "material_adam": {"parameters read from a used-up generator"},
     "no_final_partial_step": {
         "no step for the final partial group",
         "not one returned loss per optimizer step",
@@ -109,8 +125,10 @@ DIAGNOSIS = {
     "t_per_parameter": {"t counted per parameter"},
     "t_from_zero": {"bias correction with t = 0"},
     "eps_inside_sqrt": {"eps inside the square root"},
-    "zero_grad_allocates": {"zero_grad allocates new tensors"},
+    "zero_grad_never_clears": {"zero_grad does not clear the gradients"},
     "generator_consumed_twice": {"parameters read from a used-up generator"},
+    "decoupled_weight_decay": {"weight decay decoupled (AdamW-style)"},
+    "weight_decay_ignored": {"weight_decay ignored"},
     "state_on_cpu": {"state not on the parameter's device or dtype"},
 }
 
@@ -167,10 +185,10 @@ def test_feedback_shows_marks_hints_and_never_grader_code(tmp_path: Path, graded
     pages = {p.parts[-3]: p.read_text() for p in paths}
     ben = pages["ben"]
     assert (
-        "Total: 6 / 10" in ben and "adam.ipynb: 1 / 5 (graded)" in ben and "accumulation.ipynb: 5 / 5" in ben
+        "Total: 5 / 10" in ben and "adam.ipynb: 0 / 5 (graded)" in ben and "accumulation.ipynb: 5 / 5" in ben
     )
     assert html.escape(spec.ADAM.part("first_step").hint) in ben  # the hint of each failed part
-    assert html.escape(spec.ADAM.part("zero_grad").hint) not in ben  # and none for a passed one
+    assert html.escape(spec.ACCUMULATION.part("plain").hint) not in ben  # and none for a passed one
     assert "parameter 0 is off by up to 0.0216" in ben and "checked on cpu" in ben
     assert "Total: 10 / 10" in pages["ada"] and "Hint:" not in pages["ada"]
     assert "Total: 0 / 10" in pages["dev"] and "adam.ipynb was not submitted" in pages["dev"]
@@ -193,7 +211,7 @@ def _csv(path: Path) -> dict[tuple[str, str, str], tuple[int, int]]:
 def test_class_page_counts_scores_mistakes_and_failed_parts(tmp_path: Path, graded_class: dict) -> None:
     page = report.class_page(tmp_path, graded_class, tmp_path / "class" / "class.html")
     rows = _csv(page.with_suffix(".csv"))
-    assert rows["score", "adam", "5"] == (2, 3) and rows["score", "adam", "1"] == (1, 3)
+    assert rows["score", "adam", "5"] == (2, 3) and rows["score", "adam", "0"] == (1, 3)
     assert rows["score", "accumulation", "5"] == (2, 3) and rows["score", "accumulation", "2"] == (1, 3)
     assert rows["score", "adam", "not submitted"] == (1, 4)
     assert rows["mistake", "adam", "no bias correction"] == (1, 3)
@@ -202,7 +220,7 @@ def test_class_page_counts_scores_mistakes_and_failed_parts(tmp_path: Path, grad
     assert sum(made.values()) == 2 and set(made) == {m.label for m in report.MISTAKES}
     assert rows["failed part", "adam", "first_step"] == (1, 3)
     assert rows["failed part", "accumulation", "schedule"] == (1, 3)
-    assert rows["failed part", "adam", "zero_grad"] == (0, 3)
+    assert rows["failed part", "accumulation", "plain"] == (0, 3)
     text = page.read_text()
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', text)
     assert len(images) == 3 and all(base64.b64decode(i).startswith(b"\x89PNG\r\n\x1a\n") for i in images)
@@ -247,7 +265,8 @@ def test_export_plugin_writes_the_grades_from_a_real_gradebook(tmp_path: Path) -
                 for i, part in enumerate(spec.notebook(name).parts):
                     grade = gb.find_grade(part.grade_id, name, spec.ASSIGNMENT, student)
                     grade.auto_score = 1.0 if i < points else 0.0
-        gb.find_grade("test_adam_zero_grad", "adam", spec.ASSIGNMENT, "ben").manual_score = 0.5  # formgrader
+        grade = gb.find_grade("test_adam_weight_decay", "adam", spec.ASSIGNMENT, "ben")
+        grade.manual_score = 0.5  # as the formgrader would
         gb.add_student("dev")  # enrolled, submitted nothing: not a row
         gb.db.commit()
 
