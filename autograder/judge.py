@@ -334,14 +334,13 @@ def _judge_training_loop(payload: dict, seed: int, device) -> str | None:  # noq
     start = [p.detach().cpu() for p in cases.tiny_model(seed, device).parameters()]
     got = payload["trajectory"]
     if all(_difference(a, s, 0, 0) is None for a, s in zip(got[-1], start)):
+        why = "never changed the parameters"
         if any(_difference(a, s, 0, 0) for a, s in zip(payload["list_step"], start)):
-            return ("given model.parameters() (a generator), your optimizer never changed the parameters, though it "
-                    "does given a list: the generator was used up before step() read it")  # fmt: skip
-        return "given model.parameters() (a generator), your optimizer never changed the parameters"
+            why += ", though it does given a list: the generator was used up before step() read it"
+        return f"given model.parameters() (a generator), your optimizer {why}"
     for t, left in enumerate(payload["uncleared"], start=1):
         if left:
-            return (f"in the training loop, zero_grad() before step {t} left parameter {left[0]}'s gradient non-zero, "
-                    "so backward() added the new gradient to the old one")  # fmt: skip
+            return f"in the training loop, zero_grad() before step {t} left parameter {left[0]}'s gradient non-zero, so backward() added the new gradient to the old one"
     ref = _reference_run("training_loop", seed, device)
     return _compare_runs([got], [ref["trajectory"]], ["in a training loop given model.parameters()"])
 
