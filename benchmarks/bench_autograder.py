@@ -171,10 +171,10 @@ def run() -> str:
         "it adds the jailed hidden-check process and the judging.",
         f"- Scaling from 1 to 2 workers: efficiency **{efficiency:.2f}** (t1 / (2 t2); target >= 0.9). One worker "
         f"already keeps {busy['confined']:.2f} cores busy (the kernel and the hidden checks run side by side), so "
-        f"on {os.cpu_count()} cores the best a second worker can give is {ceiling:.2f}; the target needs more "
-        "cores than workers x 1.5.",
+        f"on {os.cpu_count()} cores the best a second worker can give is {ceiling:.2f}; 0.9 needs about "
+        f"{busy['confined']:.1f} cores per worker.",
         "",
-        "Projection for 2,000 students from the 2-worker figure (one worker per core, same per-submission cost):",
+        "Projection for 2,000 students from the 2-worker figure (each worker with its own cores, same per-submission cost):",
         "",
         "| workers | hours |",
         "|---:|---:|",
