@@ -16,11 +16,7 @@ afterwards.
 from __future__ import annotations
 
 import csv
-import os
-import secrets
 import shutil
-import stat
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -29,21 +25,12 @@ import nbformat
 import pytest
 
 from autograder import spec
-from tests.fixtures import solutions
+from tests.fixtures import solutions, unix_users
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to create Unix users"
-    ),
-    pytest.mark.skipif(
-        shutil.which("useradd") is None or shutil.which("runuser") is None,
-        reason="needs useradd and runuser (Debian's passwd and util-linux)",
-    ),  # fmt: skip
-]
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(unix_users.MISSING, reason=unix_users.WHY_MISSING)]
 
 ROOT = Path(__file__).resolve().parents[1]
-VENV_BIN = Path(sys.executable).parent  # the environment running the tests
+VENV_BIN = unix_users.VENV_BIN
 ASSIGNMENT = spec.ASSIGNMENT
 COURSE_ID = "optimizers-course"
 ANSWERS = {  # which student solves what: one correct, one with known mistakes
@@ -54,54 +41,6 @@ ANSWERS = {  # which student solves what: one correct, one with known mistakes
     },
 }
 EXPECTED = {"good": (5.0, 5.0), "wrong": (3.0, 4.0)}  # (accumulation, adam)
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("AUTOGRADER_", "COURSE_FAST", "NBGRADER"))
-    }
-    env.update(PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}", PYTHONPATH=str(ROOT), **extra)
-    return env
-
-
-def _run(argv: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 900) -> str:
-    proc = subprocess.run(argv, cwd=cwd, env=env or _env(), capture_output=True, text=True, timeout=timeout)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"{' '.join(argv)} failed:\n{log[-4000:]}"
-    return log
-
-
-def _hidden_from(path: Path) -> Path | None:
-    """The closest folder above ``path`` that other users cannot enter (e.g. /root), if any."""
-    for parent in [path, *path.parents]:
-        if parent.exists() and not parent.stat().st_mode & stat.S_IXOTH:
-            return parent
-    return None
-
-
-def _as_user(user: str, home: Path, argv: list[str], cwd: Path) -> str:
-    """``argv`` as the Unix user ``user`` (runuser), with the course's nbgrader on its PATH.
-
-    When the interpreter or the environment lives in a folder students cannot enter (a pyenv
-    under /root, a checkout under a private folder), the command runs in a private mount
-    namespace where each such folder is an empty tmpfs with only the interpreter and the
-    environment bound back in: as on a hub, students can run nbgrader, not read those folders."""
-    env = _env(HOME=str(home), USER=user, LOGNAME=user)
-    inner = ["runuser", "-u", user, "--", "env", "-C", str(cwd), *[f"{k}={v}" for k, v in env.items()], *argv]
-    keep = sorted({Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()})
-    hidden = {h for h in (_hidden_from(k) for k in keep) if h is not None}
-    hidden = sorted(h for h in hidden if not any(o != h and o in h.parents for o in hidden))  # outermost only
-    if not hidden:
-        return _run(inner, cwd, env)
-    with tempfile.TemporaryDirectory(prefix="exchange-mnt-") as mnt:
-        saved = [Path(mnt) / str(i) for i in range(len(keep))]
-        steps = [f'mkdir -p "{s}" && mount --bind "{k}" "{s}"' for k, s in zip(keep, saved)]
-        steps += [f'mount -t tmpfs -o mode=755 tmpfs "{h}"' for h in hidden]
-        steps += [f'mkdir -p "{k}" && mount --bind "{s}" "{k}"' for k, s in zip(keep, saved)]
-        script = " && ".join(steps) + ' && exec "$@"'
-        return _run(
-            ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *inner], cwd, env
-        )
 
 
 def _solve(folder: Path, answers: dict[str, str]) -> None:
@@ -125,21 +64,8 @@ def _solve(folder: Path, answers: dict[str, str]) -> None:
 @pytest.fixture(scope="module")
 def users():
     """Two fresh Unix users with homes other users cannot read; removed afterwards."""
-    base = Path(tempfile.mkdtemp(prefix="exchange-homes-"))
-    base.chmod(0o755)
-    made: dict[str, tuple[str, Path]] = {}
-    try:
-        for role in ANSWERS:
-            name = f"s{secrets.token_hex(5)}"
-            home = base / name
-            _run(["useradd", "--create-home", "--home-dir", str(home), "--shell", "/bin/sh", name], base)
-            home.chmod(0o700)
-            made[role] = (name, home)
+    with unix_users.unix_users(list(ANSWERS)) as made:
         yield made
-    finally:
-        for name, _ in made.values():
-            subprocess.run(["userdel", "--remove", name], capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -156,25 +82,27 @@ def collected(users, tmp_path_factory: pytest.TempPathFactory) -> Path:
     exchange.chmod(0o777)  # as nbgrader's docs set up /srv/nbgrader/exchange
     try:
         flag = f"--Exchange.root={exchange}"
-        _run([str(VENV_BIN / "nbgrader"), "generate_assignment", ASSIGNMENT, "--force"], course)
-        _run([str(VENV_BIN / "nbgrader"), "release_assignment", ASSIGNMENT, flag, "--force"], course)
+        unix_users.run([str(VENV_BIN / "nbgrader"), "generate_assignment", ASSIGNMENT, "--force"], course)
+        unix_users.run(
+            [str(VENV_BIN / "nbgrader"), "release_assignment", ASSIGNMENT, flag, "--force"], course
+        )
         for role, (user, home) in users.items():
             (home / "nbgrader_config.py").write_text(
                 f"c = get_config()  # noqa: F821\nc.CourseDirectory.course_id = {COURSE_ID!r}\n"
                 f"c.Exchange.root = {str(exchange)!r}\n"
             )
             shutil.chown(home / "nbgrader_config.py", user, user)
-            _as_user(user, home, [str(VENV_BIN / "nbgrader"), "fetch_assignment", ASSIGNMENT], home)
+            unix_users.as_user(user, home, [str(VENV_BIN / "nbgrader"), "fetch_assignment", ASSIGNMENT], home)
             fetched = home / ASSIGNMENT
             assert fetched.is_dir() and fetched.stat().st_uid != 0, (
                 f"fetch_assignment did not fetch as {user}"
             )
             _solve(fetched, ANSWERS[role])
-            _as_user(user, home, [str(VENV_BIN / "nbgrader"), "submit", ASSIGNMENT], home)
+            unix_users.as_user(user, home, [str(VENV_BIN / "nbgrader"), "submit", ASSIGNMENT], home)
         inbound = exchange / COURSE_ID / "inbound"
         owners = {p.stat().st_uid for p in inbound.iterdir()}
         assert len(owners) == 2 and 0 not in owners, "submissions should belong to the students"
-        _run([str(VENV_BIN / "nbgrader"), "collect", ASSIGNMENT, flag], course)
+        unix_users.run([str(VENV_BIN / "nbgrader"), "collect", ASSIGNMENT, flag], course)
     finally:
         shutil.rmtree(exchange, ignore_errors=True)
     for role, (user, _) in users.items():
@@ -190,7 +118,7 @@ def _copy(course: Path, to: Path) -> Path:
 
 def _nbgrader_export(course: Path) -> dict[str, float]:
     out = course / "nbgrader-grades.csv"
-    _run([str(VENV_BIN / "nbgrader"), "export", "--to", str(out)], course)
+    unix_users.run([str(VENV_BIN / "nbgrader"), "export", "--to", str(out)], course)
     with out.open() as fh:
         return {
             r["student_id"]: float(r["score"]) for r in csv.DictReader(fh) if r["assignment"] == ASSIGNMENT
@@ -200,7 +128,9 @@ def _nbgrader_export(course: Path) -> dict[str, float]:
 def _autograder_export(course: Path) -> dict[str, tuple[float, ...]]:
     """{student: (marks per notebook..., total)} from ``python -m autograder export --csv``."""
     out = course / "autograder-grades.csv"
-    _run([sys.executable, "-m", "autograder", "--course", str(course), "export", "--csv", str(out)], ROOT)
+    unix_users.run(
+        [sys.executable, "-m", "autograder", "--course", str(course), "export", "--csv", str(out)], ROOT
+    )
     with out.open() as fh:
         return {
             r["student_id"]: tuple(float(r[c]) for c in (*spec.NOTEBOOKS, "total"))
@@ -220,7 +150,9 @@ def _totals(expected: dict[str, tuple[float, ...]]) -> dict[str, float]:
 def formgrader_graded(collected: Path, users, tmp_path_factory: pytest.TempPathFactory) -> Path:
     course = _copy(collected, tmp_path_factory.mktemp("formgrader") / "assignments")
     for user, _ in users.values():  # what formgrader's Autograde button runs, one student at a time
-        _run([str(VENV_BIN / "nbgrader"), "autograde", ASSIGNMENT, "--student", user, "--force"], course)
+        unix_users.run(
+            [str(VENV_BIN / "nbgrader"), "autograde", ASSIGNMENT, "--student", user, "--force"], course
+        )
     return course
 
 
@@ -233,6 +165,6 @@ def test_cli_grade_gives_the_same_scores_as_formgrader(
     collected: Path, formgrader_graded: Path, users, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     course = _copy(collected, tmp_path_factory.mktemp("cli") / "assignments")
-    _run([sys.executable, "-m", "autograder", "--course", str(course), "grade"], ROOT, timeout=1200)
+    unix_users.run([sys.executable, "-m", "autograder", "--course", str(course), "grade"], ROOT, timeout=1200)
     assert _nbgrader_export(course) == _nbgrader_export(formgrader_graded) == _totals(_expected(users))
     assert _autograder_export(course) == _autograder_export(formgrader_graded) == _expected(users)
