@@ -8,8 +8,6 @@ instructor's own Jupyter, :func:`check` runs the hidden checks live, in a jail.
 
 from __future__ import annotations
 
-import ast
-
 from autograder import spec
 
 
@@ -29,14 +27,9 @@ def _solution_from_history(nb: spec.Notebook) -> str | None:
         history = get_ipython().user_ns.get("In", [])  # type: ignore[name-defined]  # noqa: F821
     except NameError:
         return None
-    for source in reversed(history[:-1]):
-        try:
-            tree = ast.parse(source)
-        except SyntaxError:
-            continue
-        if any(isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == nb.symbol for n in tree.body):
-            return source
-    return None
+    from autograder.repair import defines
+
+    return next((source for source in reversed(history[:-1]) if defines(source, nb.symbol)), None)
 
 
 def check(notebook: str, part: str) -> None:
