@@ -74,26 +74,30 @@ def test_student_code_sees_only_its_scratch_and_public_course_files(cell: jail.J
     assert not Path("/usr/jail-canary").exists()
 
 
+# Starts a daemon named MARKER, then forks until the jail says no; prints how many forks worked and who it is.
+FORK_PROBE = """\
+import os, subprocess
+subprocess.Popen(['sh', '-c', 'exec -a MARKER sleep 300'], start_new_session=True)
+forks = 0
+try:
+    for _ in range(200):
+        if os.fork() == 0:
+            import time; time.sleep(60); os._exit(0)
+        forks += 1
+except OSError:
+    pass
+print(forks, os.getuid(), os.path.exists(GRADER))
+"""
+
+
 def test_processes_are_limited_and_none_outlives_the_jail(cell: jail.Jail) -> None:
     marker = f"jail-daemon-{uuid.uuid4().hex}"
-    code = (
-        "import os, subprocess, sys\n"
-        f"subprocess.Popen(['sh', '-c', 'exec -a {marker} sleep 300'], start_new_session=True)\n"
-        "forks = 0\n"
-        "try:\n"
-        "    for _ in range(200):\n"
-        "        if os.fork() == 0:\n"
-        "            import time; time.sleep(60); os._exit(0)\n"
-        "        forks += 1\n"
-        "except OSError:\n"
-        "    pass\n"
-        "print(forks)\n"
-    )
+    code = FORK_PROBE.replace("MARKER", marker).replace("GRADER", repr(jail.__file__))
     proc = subprocess.run(
         cell.command([sys.executable, "-c", code]), capture_output=True, text=True, timeout=120
     )
     if "pids" in cell.cgroups.folders:
-        assert int(proc.stdout.strip()) < 32 and "processes" in cell.limits_hit()
+        assert int(proc.stdout.split()[0]) < 32 and "processes" in cell.limits_hit()
     time.sleep(0.5)
     survivors = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
     assert survivors == [], "a daemon outlived its jail"
@@ -187,25 +191,13 @@ def test_a_kernel_in_the_jail_runs_code_and_leaves_nothing_behind() -> None:
     assert not scratch.exists()
 
 
-NON_ROOT_PROBE = r"""
+NON_ROOT_PROBE = """
 import json, os, subprocess, sys, time
 from pathlib import Path
 from autograder import jail, settings
 
 cell = jail.Jail(Path.home() / "scratch", limits=settings.Limits(processes=16))
-code = (
-    "import os, subprocess\n"
-    "subprocess.Popen(['sh', '-c', 'exec -a MARKER sleep 300'], start_new_session=True)\n"
-    "forks = 0\n"
-    "try:\n"
-    "    for _ in range(200):\n"
-    "        if os.fork() == 0:\n"
-    "            import time; time.sleep(60); os._exit(0)\n"
-    "        forks += 1\n"
-    "except OSError:\n"
-    "    pass\n"
-    "print(forks, os.getuid(), os.path.exists(GRADER))\n"
-).replace("GRADER", repr(jail.__file__))
+code = (Path.home() / "fork_probe.py").read_text().replace("GRADER", repr(jail.__file__))
 proc = subprocess.run(cell.command([sys.executable, "-c", code]), capture_output=True, text=True, timeout=120)
 cell.close()
 time.sleep(0.5)
@@ -221,8 +213,10 @@ def test_a_grader_without_root_still_jails_and_limits_processes() -> None:
     """On a hub an instructor grades as an ordinary user: no cgroups, so RLIMIT_NPROC limits the forks."""
     with unix_users.unix_users(["grader"]) as made:
         name, home = made["grader"]
-        probe = home / "probe.py"  # a file, so that the marker is in no command line but the daemon's
-        probe.write_text(NON_ROOT_PROBE.replace("MARKER", f"jail-daemon-{uuid.uuid4().hex}"))
+        marker = f"jail-daemon-{uuid.uuid4().hex}"  # in files, so in no command line but the daemon's
+        (home / "fork_probe.py").write_text(FORK_PROBE.replace("MARKER", marker))
+        probe = home / "probe.py"
+        probe.write_text(NON_ROOT_PROBE.replace("MARKER", marker))
         out = unix_users.as_user(name, home, [sys.executable, str(probe)], home, keep=(ROOT,))
     found = json.loads(out.strip().splitlines()[-1])
     assert found["me"] != 0 and found["cgroups"] == []  # an ordinary user gets no cgroups here
