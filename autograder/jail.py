@@ -30,6 +30,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -103,6 +104,8 @@ class Jail:
     readable: list[Path] = field(default_factory=list)  # extra read-only paths (same place inside)
     confined: bool = field(default_factory=lambda: not settings.unconfined())
     cgroups: Cgroups = field(default_factory=Cgroups)
+    breaches: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self.scratch = Path(self.scratch).resolve()
@@ -190,13 +193,37 @@ class Jail:
             jail += ["--setenv", name, value]
         return [sys.executable, "-I", "-c", _LAUNCH, json.dumps(spec), *jail, *self._mounts(), "--", *argv]
 
+    def watch_bound(self, kill) -> None:  # noqa: ANN001 - kill() stops the jailed command
+        """Stop the command (``kill()``) if what is bound in from the grader's disk (the kernel's
+        socket folder) grows past 1 MiB or 100 entries: only the tmpfs around it has a quota."""
+
+        def run() -> None:
+            while not self._stop.wait(0.5):
+                entries = [
+                    Path(top) / name for top, dirs, files in os.walk(self.scratch) for name in dirs + files
+                ]
+                if len(entries) > 100 or sum(_size(e) for e in entries) > 2**20:
+                    self.breaches.append("disk")
+                    kill()
+                    return
+
+        threading.Thread(target=run, daemon=True).start()
+
     def limits_hit(self) -> list[str]:
-        return self.cgroups.hit()
+        return sorted(set(self.breaches + self.cgroups.hit()))
 
     def close(self) -> None:
         """Stop every process left in the jail and remove its cgroups and scratch folder."""
+        self._stop.set()
         self.cgroups.kill_and_remove()
         shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.lstat().st_size
+    except OSError:  # gone meanwhile
+        return 0
 
 
 def _tasks_of(uid: int) -> int:
@@ -277,6 +304,8 @@ class JailedKernelManager(AsyncKernelManager):
         kw.pop("cwd", None)  # the jail chooses its own working directory
         kw["env"] = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG")}
         await super()._async_launch_kernel(kernel_cmd, **kw)
+        if self.jail.confined:
+            self.jail.watch_bound(self._kill_now)
 
     def _kill_now(self) -> None:
         process = getattr(self.provisioner, "process", None)

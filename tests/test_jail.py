@@ -191,6 +191,31 @@ def test_a_kernel_in_the_jail_runs_code_and_leaves_nothing_behind() -> None:
     assert not scratch.exists()
 
 
+def test_a_kernel_filling_its_socket_folder_on_the_grader_disk_is_stopped() -> None:
+    # .kernel holds the kernel's sockets and is bound in from the grader's disk, outside the tmpfs quota.
+    code = "for i in range(10_000):\n    open(f'.kernel/f{i}', 'wb').write(bytes(2**16))\n"
+
+    async def run() -> tuple[bool, list[str]]:
+        km = jail.JailedKernelManager(kernel_name="python3")
+        await km.start_kernel()
+        try:
+            client = km.client()
+            client.start_channels()
+            await client.wait_for_ready(timeout=120)
+            client.execute(code)
+            for _ in range(120):  # the watchdog kills the kernel within a second or two
+                if not await km.is_alive():
+                    break
+                await asyncio.sleep(0.5)
+            client.stop_channels()
+            return await km.is_alive(), km.jail.limits_hit()
+        finally:
+            await km.shutdown_kernel(now=True)
+
+    alive, hits = asyncio.run(run())
+    assert not alive and hits == ["disk"]
+
+
 NON_ROOT_PROBE = """
 import json, os, subprocess, sys, time
 from pathlib import Path
