@@ -103,14 +103,14 @@ def parser() -> argparse.ArgumentParser:
     )
     grading = argparse.ArgumentParser(add_help=False)
     limits = settings.Limits()
-    for flag, kind, text in (
-        ("--workers", int, "Dask workers started here (default 2)"),
-        ("--scheduler", str, "grade on this Dask cluster, e.g. tcp://host:8786 (or DASK_SCHEDULER_ADDRESS)"),
-        ("--cell-timeout", int, f"seconds per notebook cell (default {limits.cell_timeout})"),
-        ("--notebook-timeout", int, f"seconds per notebook (default {limits.notebook_timeout})"),
-        ("--part-timeout", float, f"seconds per hidden check (default {limits.part_timeout:g})"),
+    for flag, kind, default, text in (  # limits default to None: settings.Limits supplies the value
+        ("--workers", int, 2, "Dask workers started here (default 2)"),
+        ("--scheduler", str, None, "grade on this Dask cluster: tcp://HOST:8786 (or DASK_SCHEDULER_ADDRESS)"),
+        ("--cell-timeout", int, None, f"seconds per notebook cell (default {limits.cell_timeout})"),
+        ("--notebook-timeout", int, None, f"seconds per notebook (default {limits.notebook_timeout})"),
+        ("--part-timeout", float, None, f"seconds per hidden check (default {limits.part_timeout:g})"),
     ):
-        grading.add_argument(flag, type=kind, help=text, default=2 if flag == "--workers" else None)
+        grading.add_argument(flag, type=kind, default=default, help=text)
     grading.add_argument(
         "--device", choices=["cpu", "cuda"], help="hidden checks' device (default: the GPU if any)"
     )

@@ -26,7 +26,7 @@ from pathlib import Path
 from unittest.mock import patch
 
 from autograder import settings, spec
-from autograder.results import CRASH_FILE, gradebook_marks
+from autograder.results import crash_file, gradebook_marks
 
 
 @dataclass
@@ -194,7 +194,7 @@ def grade_class(root: Path, students: list[str], *, workers: int = 2, scheduler:
                 outcome = future.result()
             except KilledWorker:  # 0 marks, and the reason where the reports find it
                 record(root, Outcome(student), None)
-                (root / "autograded" / student / settings.ASSIGNMENT / CRASH_FILE).write_text(
+                crash_file(root, student).write_text(
                     "the submission ended its grading worker twice; it gets no marks"
                 )
                 problems[student] = "crashed (killed its worker twice)"
@@ -206,5 +206,5 @@ def grade_class(root: Path, students: list[str], *, workers: int = 2, scheduler:
                 problems[student] = outcome.error.strip().splitlines()[-1][:300]
                 continue
             record(root, outcome, tasks[student].timestamp)
-            (root / "autograded" / student / settings.ASSIGNMENT / CRASH_FILE).unlink(missing_ok=True)
+            crash_file(root, student).unlink(missing_ok=True)
     return problems

@@ -236,18 +236,18 @@ ACCUMULATION_JUDGES = {
 
 
 @lru_cache(maxsize=256)
-def _reference_run(part: str, seed: int, device, variant: str = "Adam") -> object:  # noqa: ANN001
+def _reference_run(part: str, seed: int, device, optimizer: str = "Adam", decay_scale: float = 1.0) -> object:  # noqa: ANN001
     """A part's cases driver run with ``torch.optim.Adam`` (once per seed and device; callers only
-    read it), or with a ``variant`` that makes a known mistake: "AdamW", or "x<f>", Adam with its
-    weight_decay scaled by f (x0: weight_decay ignored)."""
+    read it), or with a known mistake: another ``torch.optim`` ``optimizer`` (AdamW), or the
+    weight decay scaled by ``decay_scale`` (0: weight_decay ignored)."""
     import torch.optim
 
     from autograder import cases
 
-    def scaled(params, weight_decay: float = 0.0, **hparams):  # noqa: ANN001, ANN003, ANN202
-        return torch.optim.Adam(params, weight_decay=float(variant[1:]) * weight_decay, **hparams)
+    def reference(params, weight_decay: float = 0.0, **hparams):  # noqa: ANN001, ANN003, ANN202
+        return getattr(torch.optim, optimizer)(params, weight_decay=decay_scale * weight_decay, **hparams)
 
-    return cases.ADAM_DRIVERS[part](getattr(torch.optim, variant, scaled), seed, device)
+    return cases.ADAM_DRIVERS[part](reference, seed, device)
 
 
 @lru_cache(maxsize=256)
@@ -304,11 +304,11 @@ def _judge_many_steps(payload: dict, seed: int, device) -> str | None:  # noqa: 
 
 # Weight decays that go wrong in a typical way: the optimizer whose steps they take, and what that means.
 DECAY_MISTAKES = (
-    ("AdamW", "your steps are torch.optim.AdamW's: you shrank the weights directly, as AdamW does, but Adam's "
-              "weight_decay adds weight_decay * param to the gradient, so it passes through m and v"),
-    ("x0", "your steps are those of Adam without weight decay: your Adam ignored weight_decay"),
-    ("x2", "your decay term is twice Adam's: check the gradient of (weight_decay / 2) * ||param||**2"),
-    ("x0.5", "your decay term is half Adam's: check the gradient of (weight_decay / 2) * ||param||**2"),
+    ("AdamW", 1.0, "your steps are torch.optim.AdamW's: you shrank the weights directly, as AdamW does, but "
+                   "Adam's weight_decay adds weight_decay * param to the gradient, so it passes through m and v"),
+    ("Adam", 0.0, "your steps are those of Adam without weight decay: your Adam ignored weight_decay"),
+    ("Adam", 2.0, "your decay term is twice Adam's: check the gradient of (weight_decay / 2) * ||param||**2"),
+    ("Adam", 0.5, "your decay term is half Adam's: check the gradient of (weight_decay / 2) * ||param||**2"),
 )  # fmt: skip
 
 
@@ -317,14 +317,14 @@ def _judge_weight_decay(payload: dict, seed: int, device) -> str | None:  # noqa
 
     labels = [f"with {hp}" for hp in cases.WEIGHT_DECAY_SETTINGS]
 
-    def part_from(variant: str) -> str | None:
-        ref = _reference_run("weight_decay", seed, device, variant)
+    def part_from(optimizer: str, decay_scale: float) -> str | None:
+        ref = _reference_run("weight_decay", seed, device, optimizer, decay_scale)
         return _compare_runs(payload["trajectories"], ref["trajectories"], labels)
 
-    problem = part_from("Adam")
+    problem = part_from("Adam", 1.0)
     if problem is None:
         return None
-    why = next((why for variant, why in DECAY_MISTAKES if part_from(variant) is None), None)
+    why = next((why for optimizer, scale, why in DECAY_MISTAKES if part_from(optimizer, scale) is None), None)
     return f"{problem}; {why}" if why else problem
 
 

@@ -125,9 +125,8 @@ class Reconcile(NbGraderPreprocessor):
         result = NotebookResult(notebook.name, status, 0.0, notebook.max_score, {}, list(repair_notes) + ([note] if note else []),
                                 confined=not settings.unconfined())  # fmt: skip
         cells = {_grade_id(c): c for c in nb.cells if _grade_id(c)}
-        with Gradebook(
-            info["db_url"], settings.course_id(Path(info["db_url"].removeprefix("sqlite:///")).parent)
-        ) as gb:
+        course_root = Path(info["db_url"].removeprefix("sqlite:///")).parent
+        with Gradebook(info["db_url"], settings.course_id(course_root)) as gb:
             for part in notebook.parts:
                 verdict = verdicts.get(part.name) or Verdict(
                     part.name, "error", "the hidden check did not run"

@@ -19,7 +19,6 @@ GRADED = "graded"
 NOT_SUBMITTED = "not submitted"
 NOT_GRADED = "not graded"
 INVALID = "invalid notebook"
-CRASH_FILE = "crashed.txt"  # in autograded/<student>/<assignment>/ when grading killed a worker twice
 
 
 @dataclass
@@ -110,6 +109,11 @@ class StudentResult:
         return all(result.confined for result in self.notebooks.values())
 
 
+def crash_file(course_root: Path, student: str) -> Path:
+    """Where grading notes that a submission killed its worker twice (the reports read the reason there)."""
+    return Path(course_root) / "autograded" / student / settings.ASSIGNMENT / "crashed.txt"
+
+
 def fmt(x: float) -> str:
     """Marks as people write them: 5, 2.5."""
     return str(int(x)) if float(x).is_integer() else f"{x:.2f}"
@@ -124,7 +128,7 @@ def load_student(course_root: Path, student: str) -> StudentResult:
     root = Path(course_root)
     notebooks = {}
     scores = gradebook_marks(root, student)
-    crash = root / "autograded" / student / settings.ASSIGNMENT / CRASH_FILE
+    crash = crash_file(root, student)
     for name in spec.NOTEBOOKS:
         if crash.exists():
             notebooks[name] = NotebookResult.empty(name, "crashed", crash.read_text())

@@ -10,9 +10,8 @@ All in one run, on the same class of correct submissions, interleaved where it m
 * the same with 2 workers (scaling efficiency t1 / (2 t2)).
 
 One warm-up round is run and discarded (cold caches, first imports); then each round runs
-the four in a rotated order, so no configuration always goes first. Each run's CPU time
-(its processes and theirs, from ``getrusage``) over its wall time says how many cores it
-kept busy: one worker already runs the kernel and the hidden-check process side by side,
+the four in a rotated order, so no configuration always goes first. The machine's busy CPU
+time during a run (``/proc/stat``) over its wall time says how many cores it kept busy: one worker already runs the kernel and the hidden-check process side by side,
 which caps what a second worker on the same cores can add.
 
 ``BENCH_AUTOGRADER_N`` students (default 6) and ``BENCH_AUTOGRADER_ROUNDS`` rounds (default 3).
