@@ -22,7 +22,7 @@ COMMITTED = sorted(
     if ".ipynb_checkpoints" not in path.parts
 )
 # lecture number -> the torch.optim class its from-scratch optimizer is checked against
-OPTIMIZER_LECTURES = {"02": "SGD", "03": "SGD", "04": "Adagrad", "05": "Adadelta", "06": "RMSprop"}
+OPTIMIZER_LECTURES = {"02": "SGD", "03": "SGD", "04": "Adagrad", "05": "RMSprop", "06": "Adadelta"}
 
 
 def _read(path: Path) -> nbformat.NotebookNode:
