@@ -160,7 +160,7 @@ class Jail:
             "TMPDIR": str(self.scratch),
             "USER": "student",
             "LANG": "C.UTF-8",
-            "MPLBACKEND": "Agg",
+            "MPLBACKEND": "module://matplotlib_inline.backend_inline",  # plots stay in the graded notebook
             "MPLCONFIGDIR": str(self.scratch / ".matplotlib"),
             "PYTHONDONTWRITEBYTECODE": "1",
             "OMP_NUM_THREADS": threads,

@@ -115,8 +115,8 @@ def crash_file(course_root: Path, student: str) -> Path:
 
 
 def fmt(x: float) -> str:
-    """Marks as people write them: 5, 2.5."""
-    return str(int(x)) if float(x).is_integer() else f"{x:.2f}"
+    """Marks in one format everywhere (CSV, reports): 5, 2.5, 3.25 (2 decimals at most, no trailing 0)."""
+    return f"{round(float(x), 2):g}"
 
 
 def load_student(course_root: Path, student: str) -> StudentResult:

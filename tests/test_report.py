@@ -271,7 +271,7 @@ def test_export_plugin_writes_the_grades_from_a_real_gradebook(tmp_path: Path) -
         gb.db.commit()
 
     out = report.export_csv(course, tmp_path / "out" / "grades.csv")
-    expected = ["student_id,accumulation,adam,total,max_score", "ada,5,5,10,10", "ben,3,1.50,4.50,10"]
+    expected = ["student_id,accumulation,adam,total,max_score", "ada,5,5,10,10", "ben,3,1.5,4.5,10"]
     assert out.read_text().splitlines() == expected
     _nbgrader(["export", "--exporter=autograder.report.LabCsvExport", "--to=nb.csv"], course, env)
     assert (course / "nb.csv").read_text() == out.read_text()  # the same plugin under nbgrader's own app
