@@ -30,7 +30,7 @@ from course_utils.playground import (
 )
 from course_utils.surfaces import SURFACES, get_surface
 
-__all__ = ["KINDS", "Card", "Quiz", "card_figure", "explain", "make_cards"]
+__all__ = ["KINDS", "Card", "Quiz", "card_figure", "check_prediction", "explain", "make_cards"]
 
 KINDS = ("trajectory", "loss")
 
@@ -389,3 +389,26 @@ class Quiz:
         # Widget view for live frontends (ipywidgets 7 or 8), the card's picture for static ones.
         text = f"<Quiz card {self.index + 1}/{len(self.cards)}: answer with quiz.answer(name)>"
         return widget_bundle(self.widget, self.image.value, text)
+
+
+# ----------------------------------------------------------------------------- lecture exercises
+
+
+def check_prediction(
+    prediction: float | None, measured: float, rel_tol: float = 0.1, what: str = "value"
+) -> bool | None:
+    """Self-check for a lecture exercise: compare a student's ``prediction`` with the ``measured`` value.
+
+    Prints a verdict and returns True (within ``rel_tol`` of ``measured``), False (not), or None when the
+    prediction is still ``None`` (not answered yet: the cell runs anyway, so a notebook executes top to bottom).
+    The measured value is printed either way; the solution lives in the collapsed cell below the exercise.
+    """
+    if prediction is None:
+        print(
+            f"measured {what}: {measured:.4g}. Write your prediction in the cell (instead of None) and run it again."
+        )
+        return None
+    ok = abs(prediction - measured) <= rel_tol * abs(measured)
+    verdict = "yes, within" if ok else "not within"
+    print(f"measured {what}: {measured:.4g}; your prediction {prediction:.4g}: {verdict} {rel_tol:.0%}.")
+    return ok
