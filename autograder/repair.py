@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import ast
 import copy
-import difflib
 import json
+import re
+import time
 import uuid
 from pathlib import Path
 
@@ -23,52 +24,96 @@ from nbgrader.preprocessors import NbGraderPreprocessor
 
 from autograder import settings, spec
 
-MAX_NOTEBOOK_BYTES = 20 * 2**20
+MAX_NOTEBOOK_BYTES = 20 * 2**20  # a file past this is not read at all
+MAX_CELLS = 1000  # the lab's notebooks have about 25
+MAX_SOURCE_CHARS = 2 * 2**20  # code and text in all cells together (outputs are dropped on reading)
+REPAIR_SECONDS = 20.0  # repairing one notebook; an honest one takes well under a second
+_COMPARE_CHARS = 2000  # cells are compared on their first characters only, so each pair costs a bound
+_PARSE_CHARS = 200_000  # longer cells are searched for a definition textually, never parsed
 
 
 class InvalidNotebook(ValueError):
     """The file is not a notebook that can be graded (the message says why)."""
 
 
+class RepairTimeout(InvalidNotebook):
+    """Repairing the notebook took longer than :data:`REPAIR_SECONDS`."""
+
+
 def load_notebook(path: str | Path) -> NotebookNode:
-    """Read ``path`` as a v4 notebook, or raise :class:`InvalidNotebook` with a readable reason."""
+    """Read ``path`` as a v4 notebook, or raise :class:`InvalidNotebook` with a readable reason.
+
+    The size is checked before anything is parsed; whatever the JSON holds (any nesting,
+    any types), the result is a clean notebook: well-formed cells with string sources, no
+    outputs, only nbgrader's metadata and tags, so every later stage reads plain data."""
     path = Path(path)
     size = path.stat().st_size
     if size > MAX_NOTEBOOK_BYTES:
         raise InvalidNotebook(
             f"the file is {size / 2**20:.0f} MiB, more than {MAX_NOTEBOOK_BYTES // 2**20} MiB"
         )
-    raw = path.read_bytes()
+    with path.open("rb") as fh:
+        raw = fh.read(MAX_NOTEBOOK_BYTES + 1)  # (a file that grew meanwhile is read no further)
     try:
         data = json.loads(raw.decode("utf-8-sig"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise InvalidNotebook(f"the file is not valid notebook JSON ({str(exc)[:120]})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
+    except (UnicodeDecodeError, ValueError, RecursionError, MemoryError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:120]
+        raise InvalidNotebook(f"the file is not valid notebook JSON ({why})") from None
+    return normalize(data)
+
+
+def normalize(nb: dict) -> NotebookNode:
+    """A clean v4 notebook from any parsed JSON: only well-formed cells, with string sources and no
+    outputs, nbgrader metadata of plain values; :class:`InvalidNotebook` past the size bounds."""
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
         raise InvalidNotebook("the file is JSON but not a Jupyter notebook (no list of cells)")
-    try:
-        nb = nbformat.reads(json.dumps(data), as_version=4)
-    except Exception as exc:
-        raise InvalidNotebook(
-            f"the notebook could not be read ({type(exc).__name__}: {str(exc)[:120]})"
-        ) from None
-    return normalize(nb)
-
-
-def normalize(nb: NotebookNode) -> NotebookNode:
-    """Keep only well-formed cells, with string sources and no outputs."""
-    cells = []
-    for cell in nb.cells:
-        if not isinstance(cell, dict) or cell.get("cell_type") not in ("code", "markdown", "raw"):
+    if len(nb["cells"]) > MAX_CELLS:
+        raise InvalidNotebook(f"the notebook has {len(nb['cells'])} cells, more than {MAX_CELLS}")
+    makers = {"code": nbformat.v4.new_code_cell, "markdown": nbformat.v4.new_markdown_cell,
+              "raw": nbformat.v4.new_raw_cell}  # fmt: skip
+    cells, seen, total = [], set(), 0
+    for cell in nb["cells"]:
+        if not isinstance(cell, dict) or cell.get("cell_type") not in makers:
             continue
         source = cell.get("source", "")
-        cell["source"] = "".join(source) if isinstance(source, list) else str(source)
-        cell.setdefault("metadata", {})
-        if cell["cell_type"] == "code":
-            cell["outputs"] = []
-            cell["execution_count"] = None
-        cells.append(cell)
-    nb.cells = cells
-    return nb
+        if isinstance(source, list):
+            source = "".join(s for s in source if isinstance(s, str))
+        elif not isinstance(source, str):
+            source = ""
+        total += len(source)
+        if total > MAX_SOURCE_CHARS:
+            raise InvalidNotebook(
+                f"the cells hold more than {MAX_SOURCE_CHARS // 2**20} MiB of code and text"
+            )
+        clean = makers[cell["cell_type"]](source)
+        meta = cell.get("metadata")
+        if isinstance(meta, dict):
+            if isinstance(meta.get("nbgrader"), dict):
+                clean.metadata["nbgrader"] = {k: v for k, v in meta["nbgrader"].items()
+                                              if isinstance(k, str) and _plain(v)}  # fmt: skip
+            tags = meta.get("tags")
+            if isinstance(tags, list) and all(isinstance(t, str) and len(t) < 200 for t in tags[:50]):
+                clean.metadata["tags"] = tags[:50]
+        cell_id = cell.get("id")
+        if isinstance(cell_id, str) and re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", cell_id) and cell_id not in seen:
+            clean["id"] = cell_id
+        seen.add(clean["id"])
+        cells.append(clean)
+    out = nbformat.v4.new_notebook(cells=cells)
+    meta = nb.get("metadata")
+    for key in ("kernelspec", "language_info"):
+        value = meta.get(key) if isinstance(meta, dict) else None
+        if isinstance(value, dict):
+            out.metadata[key] = {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
+    return out
+
+
+def _plain(value: object) -> bool:
+    return (
+        value is None
+        or isinstance(value, (bool, int, float))
+        or (isinstance(value, str) and len(value) < 10_000)
+    )
 
 
 def _essential(meta: object) -> dict:
@@ -76,47 +121,80 @@ def _essential(meta: object) -> dict:
     return {k: meta.get(k) for k in keys} if isinstance(meta, dict) else {}
 
 
-def _grade_id(cell: dict) -> str | None:
+def grade_id(cell: dict) -> str | None:
+    """The cell's nbgrader ``grade_id`` (None without one, or with metadata that is not a dict)."""
     meta = cell.get("metadata", {}).get("nbgrader")
     return meta.get("grade_id") if isinstance(meta, dict) else None
 
 
 def defines(source: str, symbol: str) -> bool:
     """Whether ``source`` defines ``symbol`` (a function or class) at top level."""
+    textual = f"def {symbol}(" in source or f"class {symbol}" in source
+    if not textual or len(source) > _PARSE_CHARS:
+        return textual  # (no definition without the words; a huge cell is not parsed)
     try:
         tree = ast.parse(source)
-    except SyntaxError:
-        return f"def {symbol}(" in source or f"class {symbol}" in source
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return textual
     return any(isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == symbol for n in tree.body)
 
 
-def _similarity(a: str, b: str) -> float:
-    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
-    if matcher.real_quick_ratio() < 0.5 or matcher.quick_ratio() < 0.5:
+def _shingles(text: str) -> frozenset[str]:
+    """The character trigrams of the start of ``text``: a text fingerprint of bounded size."""
+    text = text[:_COMPARE_CHARS]
+    return frozenset(text[i : i + 3] for i in range(max(1, len(text) - 2)))
+
+
+def _similarity(a: frozenset[str], b: frozenset[str]) -> float:
+    """How alike two fingerprints are (Dice's coefficient; 1 for the same text), in time linear in their size."""
+    if not a or not b or 2 * min(len(a), len(b)) < 0.6 * (len(a) + len(b)):
         return 0.0
-    return matcher.ratio()
+    return 2 * len(a & b) / (len(a) + len(b))
 
 
-def _score(ref: dict, cell: dict, graded: spec.Notebook) -> float:
-    """How well submission ``cell`` matches release cell ``ref`` (0 = not at all)."""
-    if ref["cell_type"] != cell["cell_type"]:
-        return 0.0
-    ref_id = _grade_id(ref)
-    score = 3.0 if ref_id and _grade_id(cell) == ref_id else 0.0
-    if ref_id == graded.solution_id:
-        return score + (2.0 if defines(cell["source"], graded.symbol) else 0.0)
-    similarity = _similarity(ref["source"], cell["source"])
-    if similarity >= 0.6:
-        score += 2.0 * similarity
-    return score
+def _check_time(deadline: float | None) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise RepairTimeout(f"repairing the notebook took more than {REPAIR_SECONDS:g} s")
 
 
-def _align(release: list, cells: list, graded: spec.Notebook) -> list[tuple[int | None, int | None]]:
+def _scores(release: list, cells: list, graded: spec.Notebook, deadline: float | None) -> list[list[float]]:
+    """How well each submission cell matches each release cell (0 = not at all), in time linear in the
+    submission: each pair compares bounded fingerprints, each cell is parsed at most once."""
+    ref_prints = [_shingles(r["source"]) for r in release]
+    scores = [[0.0] * len(cells) for _ in release]
+    for j, cell in enumerate(cells):
+        _check_time(deadline)
+        printed, defined = None, None
+        for i, ref in enumerate(release):
+            if ref["cell_type"] != cell["cell_type"]:
+                continue
+            ref_id = grade_id(ref)
+            score = 3.0 if ref_id and grade_id(cell) == ref_id else 0.0
+            if ref_id == graded.solution_id:
+                if defined is None:
+                    defined = defines(cell["source"], graded.symbol)
+                score += 2.0 if defined else 0.0
+            else:
+                if ref["source"] == cell["source"]:
+                    similarity = 1.0
+                else:
+                    printed = _shingles(cell["source"]) if printed is None else printed
+                    similarity = _similarity(ref_prints[i], printed)
+                if similarity >= 0.6:
+                    score += 2.0 * similarity
+            scores[i][j] = score
+    return scores
+
+
+def _align(
+    release: list, cells: list, graded: spec.Notebook, deadline: float | None = None
+) -> list[tuple[int | None, int | None]]:
     """Order-preserving alignment maximising the total match score; pairs (release index, cell index)."""
     n, m = len(release), len(cells)
-    scores = [[_score(r, c, graded) for c in cells] for r in release]
+    scores = _scores(release, cells, graded, deadline)
     best = [[0.0] * (m + 1) for _ in range(n + 1)]
     for i in range(n - 1, -1, -1):
+        _check_time(deadline)
         for j in range(m - 1, -1, -1):
             take = scores[i][j] + best[i + 1][j + 1] if scores[i][j] > 0 else -1.0
             best[i][j] = max(take, best[i + 1][j], best[i][j + 1])
@@ -136,15 +214,18 @@ def _align(release: list, cells: list, graded: spec.Notebook) -> list[tuple[int 
 
 
 def repair(
-    submitted: NotebookNode, release: NotebookNode, graded: spec.Notebook
+    submitted: NotebookNode, release: NotebookNode, graded: spec.Notebook, seconds: float = REPAIR_SECONDS
 ) -> tuple[NotebookNode, list[str]]:
-    """A gradable copy of ``submitted`` with the release's nbgrader metadata restored; (notebook, notes)."""
+    """A gradable copy of ``submitted`` with the release's nbgrader metadata restored; (notebook, notes).
+
+    Its cost is linear in the submission's size; past ``seconds`` it raises :class:`RepairTimeout`."""
+    deadline = time.monotonic() + seconds
     cells = [copy.deepcopy(c) for c in submitted.cells]
     ref_cells = release.cells
     notes: list[str] = []
     out: list[dict] = []
     restored, dropped = 0, 0
-    for i, j in _align(ref_cells, cells, graded):
+    for i, j in _align(ref_cells, cells, graded, deadline):
         ref = ref_cells[i] if i is not None else None
         if ref is not None and j is not None:
             cell = cells[j]
@@ -159,9 +240,9 @@ def repair(
                 cell["metadata"].pop("nbgrader", None)
             out.append(cell)
         elif ref is not None:
-            if _grade_id(ref):
+            if grade_id(ref):
                 out.append(copy.deepcopy(ref))
-                what = "solution cell" if _grade_id(ref) == graded.solution_id else f"cell {_grade_id(ref)!r}"
+                what = "solution cell" if grade_id(ref) == graded.solution_id else f"cell {grade_id(ref)!r}"
                 notes.append(f"the {what} was missing and was restored from the release")
         else:
             cell = cells[j]
@@ -192,7 +273,7 @@ def _summary(cells: list[dict], restored: int, dropped: int, graded: spec.Notebo
     others = [
         c
         for c in cells
-        if c["cell_type"] == "code" and not _grade_id(c) and defines(c["source"], graded.symbol)
+        if c["cell_type"] == "code" and not grade_id(c) and defines(c["source"], graded.symbol)
     ]
     if others:
         notes.append(
@@ -205,7 +286,7 @@ def _summary(cells: list[dict], restored: int, dropped: int, graded: spec.Notebo
 def solution_source(nb: NotebookNode, graded: spec.Notebook) -> str | None:
     """The source of the (repaired) notebook's solution cell, or None when there is none."""
     for cell in nb.cells:
-        if _grade_id(cell) == graded.solution_id:
+        if grade_id(cell) == graded.solution_id:
             return cell["source"]
     return None
 
@@ -236,6 +317,27 @@ class RepairMetadata(NbGraderPreprocessor):
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing: run `python -m autograder release` (or nbgrader "
                                     "generate_assignment) before autograding")  # fmt: skip
-        fixed, notes = repair(normalize(nb), nbformat.read(path, as_version=4), notebook)
-        fixed.metadata[settings.RESULT_KEY] = {"repair_notes": notes}
+        release = nbformat.read(path, as_version=4)
+        try:
+            fixed, notes = repair(normalize(nb), release, notebook)
+            fixed.metadata[settings.RESULT_KEY] = {"repair_notes": notes}
+        except InvalidNotebook as exc:  # this notebook scores 0 with the reason; the grading goes on
+            fixed = invalid_stand_in(release, f"{INVALID}: {exc}")
         return fixed, resources
+
+
+INVALID = "the notebook could not be graded"
+
+
+def invalid_stand_in(release: NotebookNode, why: str) -> NotebookNode:
+    """What nbgrader grades in place of a notebook that cannot be read or repaired: the release as
+    handed out, marked invalid with ``why`` (the hidden checks and the kernel then skip it)."""
+    fixed = copy.deepcopy(release)
+    fixed.metadata[settings.RESULT_KEY] = {"repair_notes": [], "invalid": why}
+    return fixed
+
+
+def invalid_reason(nb: NotebookNode) -> str | None:
+    """Why a sanitized notebook was replaced by :func:`invalid_stand_in` (None: it was not)."""
+    meta = nb.get("metadata", {}).get(settings.RESULT_KEY)
+    return meta.get("invalid") if isinstance(meta, dict) else None
