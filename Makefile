@@ -8,12 +8,13 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: setup data bubblewrap chromium lab test bench lectures site release grade student-edition lint clean help
+.PHONY: setup data bubblewrap chromium lab test bench gpu-check lectures site release grade student-edition lint clean help
 
 help:
 	@echo "make lab       set up (first time only) and open the lectures in JupyterLab"
 	@echo "make test      set up (first time only) and run the whole test suite"
 	@echo "make bench     run the benchmarks, write benchmarks/RESULTS.md"
+	@echo "make gpu-check on a GPU machine: every CUDA path checked, one table (build/gpu-check.md)"
 	@echo "make lectures  execute every lecture at full size, HTML with plots in build/lectures"
 	@echo "make site      the course website: every lecture executed (full size; FAST=1 for fast mode), build/site/index.html"
 	@echo "make release   (instructors) release the lab; make grade SUBMISSIONS=DIR grades a folder of uploads"
@@ -56,6 +57,10 @@ test: setup chromium
 
 bench: setup
 	$(PY) benchmarks/run.py
+
+# Every CUDA path (jail, hidden checks, parity, fast pipeline, GPU benchmark) in one table; needs a GPU.
+gpu-check: setup
+	$(PY) -m tools.gpu_check
 
 lectures: setup
 	$(PY) -m tools.notebooks execute --full --html build/lectures

@@ -4,7 +4,10 @@ Every way of autograding goes through the steps configured here: formgrader's Au
 button, ``nbgrader autograde`` run from this folder, and ``python -m autograder grade``.
 They restore stripped metadata, run the hidden checks in a jail and judge them outside it,
 run the notebook in a jailed kernel, and reconcile the marks (see autograder/preprocessors.py).
-The limits come from autograder/settings.py, the one place they are defined.
+The limits and grading options are defined in autograder/settings.py and set here, for every
+run, as ``c.Grading.<name>`` (e.g. ``c.Grading.cell_timeout = 120``); ``python -m autograder
+grade --cell-timeout 120`` changes one for one run. The preprocessors and the jailed kernel read
+them from this configuration, never from the environment.
 """
 
 import sys
@@ -24,12 +27,10 @@ from nbgrader.preprocessors import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the grader lives beside the course
-from autograder import settings  # noqa: E402
 from autograder.preprocessors import HiddenChecks, JailedExecute, Reconcile  # noqa: E402
 from autograder.repair import RepairMetadata  # noqa: E402
 
 c = get_config()  # noqa: F821 - injected by nbgrader/traitlets
-limits = settings.limits()
 
 c.CourseDirectory.root = str(Path(__file__).resolve().parent)
 c.CourseDirectory.course_id = "optimizers-course"  # the exchange (JupyterHub) files releases under it
@@ -58,9 +59,9 @@ c.Autograde.autograde_preprocessors = [
     AssignLatePenalties,
     CheckCellMetadata,
 ]
-# A cell gets at most this long (an endless loop ends as an error in that cell, the rest of the
-# notebook still runs), and at most 1000 lines of output (bytes are capped by JailedExecute).
-c.Execute.timeout = limits.cell_timeout
+# A cell gets at most c.Grading.cell_timeout seconds (JailedExecute sets nbgrader's Execute.timeout
+# from it; an endless loop ends as an error in that cell, the rest of the notebook still runs), and
+# at most 1000 lines of output (bytes are capped by JailedExecute at c.Grading.output_bytes).
 c.Execute.interrupt_on_timeout = True
 c.LimitOutput.max_lines = 1000
 c.LimitOutput.max_traceback = 100

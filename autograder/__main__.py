@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
+import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
+from unittest.mock import patch
 
 from autograder import settings, spec
 from autograder.results import fmt
@@ -21,21 +22,44 @@ COMMANDS = "release | collect | grade | report | export | run | check"
 
 
 def release(root: Path) -> list[Path]:
-    """``nbgrader generate_assignment``, then the leak check of the student version."""
+    """nbgrader's ``generate_assignment`` (in this process, as grading is), then the leak check of the release."""
+    from nbgrader.apps import NbGraderAPI
+
     from autograder.leaks import release_problems
 
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(settings.REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
-               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))  # fmt: skip
-    proc = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", settings.ASSIGNMENT, "--force"],
-                          cwd=root, env=env, capture_output=True, text=True)  # fmt: skip
-    if proc.returncode != 0:
+    api = NbGraderAPI(config=settings.course_config(Path(root)))
+    api.log.setLevel(logging.WARNING)
+    # A new gradebook.db records alembic's head revision; nbgrader asks the `alembic` program for it,
+    # which is not on PATH when the venv's python is run directly. Same answer, read in this process.
+    with patch("nbgrader.api.get_alembic_version", _alembic_head):
+        result = api.generate_assignment(spec.ASSIGNMENT, force=True)
+    if not result.get("success"):
         raise SystemExit(
-            f"error: nbgrader generate_assignment failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+            f"error: nbgrader generate_assignment failed:\n{(result.get('error') or result.get('log'))[-3000:]}"
         )
     problems = release_problems(root)
     if problems:
         raise SystemExit("error: the release is not safe to hand out:\n  - " + "\n  - ".join(problems))
-    return sorted((root / "release" / settings.ASSIGNMENT).glob("*.ipynb"))
+    return sorted((root / "release" / spec.ASSIGNMENT).glob("*.ipynb"))
+
+
+def _alembic_head() -> str:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+    from nbgrader.dbutil import _temp_alembic_ini
+
+    with _temp_alembic_ini("sqlite://") as ini:
+        return ScriptDirectory.from_config(Config(ini)).get_current_head()
+
+
+def options(args: argparse.Namespace) -> settings.Options:
+    """The course's ``c.Grading`` settings (nbgrader_config.py) with this run's flags over them."""
+    config = settings.course_config(args.course) if (args.course / "nbgrader_config.py").exists() else None
+    base = settings.Options.from_config(config)
+    given = {name: getattr(args, name, None) for name in ("cell_timeout", "notebook_timeout", "part_timeout")}
+    limits = replace(base.limits, **{k: v for k, v in given.items() if v is not None})
+    return replace(base, limits=limits, device=getattr(args, "device", None) or base.device,
+                   unconfined=getattr(args, "unconfined", False) or base.unconfined)  # fmt: skip
 
 
 def _grade(args: argparse.Namespace, students: list[str] | None = None) -> int:
@@ -43,21 +67,22 @@ def _grade(args: argparse.Namespace, students: list[str] | None = None) -> int:
     from autograder.results import load_class, submitted_students
 
     root = args.course
-    if not (root / "gradebook.db").exists() or not (root / "release" / settings.ASSIGNMENT).exists():
+    if not (root / "gradebook.db").exists() or not (root / "release" / spec.ASSIGNMENT).exists():
         release(root)
     students = students or submitted_students(root)
     if not students:
         raise SystemExit(
             f"error: nothing to grade in {root / 'submitted'}: run `python -m autograder collect DIR` first"
         )
-    problems = grade_class(root, students, workers=args.workers, scheduler=args.scheduler)
+    run = options(args)
+    problems = grade_class(root, students, options=run, workers=args.workers, scheduler=args.scheduler)
     for student, result in load_class(root, students).items():
         parts = ", ".join(
             f"{n}: {fmt(r.score)}/{fmt(r.max_score)} {r.status}" for n, r in result.notebooks.items()
         )
         flag = f"  !! {problems[student]}" if student in problems else ""
         print(f"{student}: {fmt(result.score)}/{result.max_score} ({parts}){flag}")
-    if settings.unconfined():
+    if run.unconfined:
         print("WARNING: graded --unconfined: student code ran with your permissions, outside the jail")
     return 1 if problems else 0
 
@@ -72,21 +97,21 @@ def _report(root: Path) -> None:
     print(f"wrote {len(paths)} feedback report(s) under {root / 'feedback'} and the class page {page}")
 
 
-def _check(path: Path, device: str | None) -> int:
+def _check(path: Path, run: settings.Options) -> int:
     from autograder.checks import run_checks
-    from autograder.repair import defines, identify, load_notebook
+    from autograder.repair import defines, identify, load_notebook, solution_source
 
     nb_file = load_notebook(path)
     name = path.name.split(".ipynb")[0]
     if name not in spec.NOTEBOOKS:
         name = identify("\n".join(c.source for c in nb_file.cells)) or name
     notebook = spec.notebook(name)
-    source = next((c.source for c in nb_file.cells if c.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-                   == notebook.solution_id), None)  # fmt: skip
+    source = solution_source(nb_file, notebook)
     if source is None:  # metadata stripped: the cell that defines the symbol
         source = next((c.source for c in nb_file.cells if c.cell_type == "code" and defines(c.source, notebook.symbol)),
                       None)  # fmt: skip
-    verdicts = run_checks({name: source}, device=device)[name]
+    verdicts = run_checks({name: source}, device=run.device, seed=run.seed, limits=run.limits,
+                          confined=not run.unconfined)[name]  # fmt: skip
     print(json.dumps({part: {**vars(v), "passed": v.passed} for part, v in verdicts.items()}, indent=1))
     return 0 if all(v.passed for v in verdicts.values()) else 1
 
@@ -103,7 +128,7 @@ def parser() -> argparse.ArgumentParser:
     )
     grading = argparse.ArgumentParser(add_help=False)
     limits = settings.Limits()
-    for flag, kind, default, text in (  # limits default to None: settings.Limits supplies the value
+    for flag, kind, default, text in (  # limits default to None: c.Grading, else settings.Limits
         ("--workers", int, 2, "Dask workers started here (default 2)"),
         ("--scheduler", str, None, "grade on this Dask cluster: tcp://HOST:8786 (or DASK_SCHEDULER_ADDRESS)"),
         ("--cell-timeout", int, None, f"seconds per notebook cell (default {limits.cell_timeout})"),
@@ -120,7 +145,6 @@ def parser() -> argparse.ArgumentParser:
     grade = sub.add_parser("grade", parents=[grading], help="autograde every collected submission")
     grade.add_argument("students", nargs="*", help="only these student ids")
     sub.add_parser("report", help="feedback HTML per student, and the class page")
-    sub.add_parser("feedback", help="the same as report")
     export = sub.add_parser("export", help="write the grades as CSV (from the gradebook)")
     export.add_argument("--csv", type=Path, default=Path("grades.csv"))
     run = sub.add_parser(
@@ -132,17 +156,8 @@ def parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="run the hidden checks on one notebook file and print the verdicts")
     check.add_argument("notebook", type=Path)
     check.add_argument("--device", choices=["cpu", "cuda"])
+    check.add_argument("--unconfined", action="store_true", help="run the checks WITHOUT the jail")
     return p
-
-
-def _apply(args: argparse.Namespace) -> None:
-    """Grading options become the environment that nbgrader and the workers read (settings.py)."""
-    for name in ("cell_timeout", "notebook_timeout", "part_timeout", "device"):
-        value = getattr(args, name, None)
-        if value is not None:
-            os.environ[f"AUTOGRADER_{name.upper()}"] = str(value)
-    if getattr(args, "unconfined", False):
-        os.environ["AUTOGRADER_UNCONFINED"] = "1"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,9 +173,8 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     args = parser().parse_args(argv)
     args.course = args.course.resolve()
-    _apply(args)
     if args.command == "check":
-        return _check(args.notebook, args.device)
+        return _check(args.notebook, options(args))
     if not (args.course / "nbgrader_config.py").exists():
         raise SystemExit(f"error: {args.course} is not an nbgrader course directory (no nbgrader_config.py)")
     from autograder import collect
@@ -193,7 +207,7 @@ def _command(args: argparse.Namespace) -> int:
             return code
     elif args.command == "grade":
         return _grade(args, args.students or None)
-    elif args.command in ("report", "feedback"):
+    elif args.command == "report":
         _report(args.course)
     elif args.command == "export":
         print(f"wrote {report.export_csv(args.course, args.csv)}")

@@ -67,11 +67,12 @@ def run_checks(
     device: str | None = None,
     seed: int | None = None,
     limits: settings.Limits | None = None,
+    confined: bool = True,
 ) -> dict[str, dict[str, Verdict]]:
     """A verdict per notebook and part for the solution cells ``{notebook: source}``."""
-    device = resolve_device(device or settings.device())
-    seed = settings.seed() if seed is None else int(seed)
-    limits = limits or settings.limits()
+    device = resolve_device(device)
+    seed = settings.process_seed() if seed is None else int(seed)
+    limits = limits or settings.Limits()
     label = device_label(device)
     verdicts: dict[str, dict[str, Verdict]] = {name: {} for name in sources}
     jobs = {}
@@ -84,7 +85,7 @@ def run_checks(
             jobs[name] = {"symbol": graded.symbol, "prelude": graded.prelude, "source": source}
     keys = [f"{name}:{p.name}" for name in jobs for p in spec.notebook(name).parts]
     while keys:  # each round runs what is left; a hang or a crash costs one part
-        events, ended = _run_runner({"jobs": jobs, "seed": seed, "device": device, "parts": keys}, limits)
+        events, ended = _run_runner({"jobs": jobs, "seed": seed, "device": device, "parts": keys}, limits, confined)
         running = None
         for event in (e for e in events if e.get("part") in keys):
             name, part = event["part"].split(":", 1)
@@ -136,10 +137,10 @@ def _load(data: str | None) -> dict:
         return {"ok": False, "error": f"the result could not be read ({type(exc).__name__})"}
 
 
-def _run_runner(request: dict, limits: settings.Limits) -> tuple[list[dict], str]:
+def _run_runner(request: dict, limits: settings.Limits, confined: bool = True) -> tuple[list[dict], str]:
     """Run the jailed runner until it ends or a part overruns; (events, how it ended)."""
     request = dict(request, modules={name: path.read_text() for name, path in _HARNESS.items()})
-    cell = jail.Jail(jail.new_scratch("checks"), limits=limits)
+    cell = jail.Jail(jail.new_scratch("checks"), limits=limits, confined=confined)
     proc = subprocess.Popen(
         cell.command([sys.executable, "-I", "-c", _BOOT]),
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,

@@ -29,7 +29,7 @@ from pathlib import Path
 from nbgrader.plugins.zipcollect import FileNameCollectorPlugin
 from traitlets import Unicode
 
-from autograder import settings, spec
+from autograder import spec
 
 # Name patterns of flat uploads: each a regex with named groups `student` and `notebook`.
 PATTERNS = {
@@ -216,11 +216,11 @@ def collect(course_root: Path, folder: Path, pattern: str | None = None) -> Coll
     newest: dict[str, float] = {}
     submitted = Path(course_root) / "submitted"
     for (student, file_id), info in sorted(latest.items()):
-        dest = submitted / student / settings.ASSIGNMENT
+        dest = submitted / student / spec.ASSIGNMENT
         dest.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(info["path"], dest / file_id)
         newest[student] = max(newest.get(student, 0.0), info["mtime"])
     for student, mtime in newest.items():
         stamp = dt.datetime.fromtimestamp(mtime, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f %Z")
-        (submitted / student / settings.ASSIGNMENT / "timestamp.txt").write_text(stamp)
+        (submitted / student / spec.ASSIGNMENT / "timestamp.txt").write_text(stamp)
     return CollectSummary(sorted(newest), len(latest), collector.skipped)

@@ -23,7 +23,6 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from unittest.mock import patch
 
 from autograder import settings, spec
 from autograder.results import crash_file, gradebook_marks
@@ -36,7 +35,7 @@ class Task:
     student: str
     notebooks: dict[str, bytes]  # notebook name -> the submitted file (already checked to be a notebook)
     timestamp: str | None
-    env: dict[str, str]  # limits, seed, unconfined
+    options: settings.Options  # limits, device, seed, unconfined: merged over the course's nbgrader_config.py
 
 
 @dataclass
@@ -57,7 +56,7 @@ def course_files(root: Path) -> dict[str, bytes]:
         "nbgrader_config.py": (root / "nbgrader_config.py").read_bytes(),
         "gradebook.db": (root / "gradebook.db").read_bytes(),
     }
-    for path in (root / "release" / settings.ASSIGNMENT).glob("*.ipynb"):
+    for path in (root / "release" / spec.ASSIGNMENT).glob("*.ipynb"):
         files[str(path.relative_to(root))] = path.read_bytes()
     return files
 
@@ -66,33 +65,27 @@ def grade_submission(task: Task, course: dict[str, bytes]) -> Outcome:
     """Autograde one submission in a private course copy (runs on a worker)."""
     from nbgrader.apps import NbGraderAPI
     from sqlalchemy.exc import SAWarning
-    from traitlets.config.loader import PyFileConfigLoader
 
     warnings.filterwarnings("ignore", category=SAWarning)  # nbgrader's own autoflush chatter
     started = time.monotonic()
     outcome = Outcome(task.student)
-    with (
-        tempfile.TemporaryDirectory(prefix="autograder-course-", dir=settings.scratch_root()) as tmp,
-        patch.dict(os.environ, task.env),  # this task's limits and seed, restored afterwards
-    ):
+    with tempfile.TemporaryDirectory(prefix="autograder-course-", dir=settings.scratch_root()) as tmp:
         root = Path(tmp)
         for rel, data in course.items():
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             (root / rel).write_bytes(data)
-        submitted = root / "submitted" / task.student / settings.ASSIGNMENT
+        submitted = root / "submitted" / task.student / spec.ASSIGNMENT
         submitted.mkdir(parents=True)
         for name, data in task.notebooks.items():
             (submitted / f"{name}.ipynb").write_bytes(data)
         if task.timestamp:
             (submitted / "timestamp.txt").write_text(task.timestamp)
-        config = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
-        config.CourseDirectory.root = str(root)
-        api = NbGraderAPI(config=config)
+        api = NbGraderAPI(config=settings.course_config(root, task.options))  # this task's limits and seed
         api.log.setLevel(logging.WARNING)
-        result = api.autograde(settings.ASSIGNMENT, task.student, force=True, create=True)
+        result = api.autograde(spec.ASSIGNMENT, task.student, force=True, create=True)
         if not result.get("success"):
             outcome.error = (result.get("error") or result.get("log") or "nbgrader autograde failed")[-3000:]
-        graded = root / "autograded" / task.student / settings.ASSIGNMENT
+        graded = root / "autograded" / task.student / spec.ASSIGNMENT
         for name in task.notebooks:
             path = graded / f"{name}.ipynb"
             if path.exists():
@@ -106,11 +99,11 @@ def grade_submission(task: Task, course: dict[str, bytes]) -> Outcome:
 # ----------------------------------------------------------------------------- the coordinator
 
 
-def make_task(root: Path, student: str, env: dict[str, str]) -> Task:
+def make_task(root: Path, student: str, options: settings.Options) -> Task:
     """The task for one collected student: their valid notebooks (unreadable ones stay out)."""
     from autograder.repair import InvalidNotebook, load_notebook
 
-    folder = Path(root) / "submitted" / student / settings.ASSIGNMENT
+    folder = Path(root) / "submitted" / student / spec.ASSIGNMENT
     notebooks = {}
     for name in spec.NOTEBOOKS:
         path = folder / f"{name}.ipynb"
@@ -121,14 +114,14 @@ def make_task(root: Path, student: str, env: dict[str, str]) -> Task:
                 continue  # reported as "invalid notebook" from the submitted file itself
             notebooks[name] = path.read_bytes()
     stamp = folder / "timestamp.txt"
-    return Task(student, notebooks, stamp.read_text().strip() if stamp.exists() else None, env)
+    return Task(student, notebooks, stamp.read_text().strip() if stamp.exists() else None, options)
 
 
 def record(root: Path, outcome: Outcome, timestamp: str | None) -> None:
     """Write a worker's outcome into the course: graded notebooks, then marks in the gradebook."""
     from nbgrader.api import Gradebook, MissingEntry
 
-    dest = Path(root) / "autograded" / outcome.student / settings.ASSIGNMENT
+    dest = Path(root) / "autograded" / outcome.student / spec.ASSIGNMENT
     dest.mkdir(parents=True, exist_ok=True)
     for name, data in outcome.graded.items():
         tmp = dest / f".{name}.ipynb.tmp"
@@ -140,11 +133,11 @@ def record(root: Path, outcome: Outcome, timestamp: str | None) -> None:
     with Gradebook(f"sqlite:///{Path(root) / 'gradebook.db'}", settings.course_id(Path(root))) as gb:
         gb.update_or_create_student(outcome.student)
         kwargs = {"timestamp": timestamp} if timestamp else {}
-        gb.update_or_create_submission(settings.ASSIGNMENT, outcome.student, **kwargs)
+        gb.update_or_create_submission(spec.ASSIGNMENT, outcome.student, **kwargs)
         for name in spec.NOTEBOOKS:
             for part in spec.notebook(name).parts:
                 try:
-                    grade = gb.find_grade(part.grade_id, name, settings.ASSIGNMENT, outcome.student)
+                    grade = gb.find_grade(part.grade_id, name, spec.ASSIGNMENT, outcome.student)
                 except MissingEntry:
                     continue
                 grade.auto_score = outcome.scores.get(name, {}).get(part.grade_id, 0.0)
@@ -166,19 +159,18 @@ def _client(workers: int, scheduler: str | None):  # noqa: ANN202 - a dask.distr
     return Client(cluster)
 
 
-def grade_class(root: Path, students: list[str], *, workers: int = 2, scheduler: str | None = None,
-                progress: bool = True) -> dict[str, str]:  # fmt: skip
+def grade_class(root: Path, students: list[str], *, options: settings.Options | None = None, workers: int = 2,
+                scheduler: str | None = None, progress: bool = True) -> dict[str, str]:  # fmt: skip
     """Grade ``students`` on a Dask cluster and record every outcome here; {student: problem} for failures."""
     from dask.distributed import as_completed
     from distributed.scheduler import KilledWorker
     from tqdm.auto import tqdm
 
     root = Path(root)
-    env = {**settings.limits().as_env(), "AUTOGRADER_SEED": str(settings.seed())}
-    for name in ("AUTOGRADER_UNCONFINED", "AUTOGRADER_DEVICE"):
-        if os.environ.get(name):
-            env[name] = os.environ[name]
-    tasks = {s: make_task(root, s, env) for s in students}
+    if options is None:  # what the course's nbgrader_config.py sets (c.Grading), as formgrader would grade
+        options = settings.Options.from_config(settings.course_config(root))
+    options = options.with_seed()  # one seed for the whole run: references computed once per worker
+    tasks = {s: make_task(root, s, options) for s in students}
     for student in [s for s, task in tasks.items() if not task.notebooks]:  # nothing gradable: 0, no worker
         record(root, Outcome(student), tasks.pop(student).timestamp)
     problems: dict[str, str] = {}

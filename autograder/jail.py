@@ -100,9 +100,9 @@ class Jail:
     """A jail around one submission's scratch folder; :meth:`command` wraps a command in it."""
 
     scratch: Path
-    limits: settings.Limits = field(default_factory=settings.limits)
+    limits: settings.Limits = field(default_factory=settings.Limits)
     readable: list[Path] = field(default_factory=list)  # extra read-only paths (same place inside)
-    confined: bool = field(default_factory=lambda: not settings.unconfined())
+    confined: bool = True  # False only for grading --unconfined (c.Grading.unconfined)
     cgroups: Cgroups = field(default_factory=Cgroups)
     breaches: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -280,7 +280,8 @@ class JailedKernelManager(AsyncKernelManager):
 
     def __init__(self, **kwargs) -> None:  # noqa: ANN003 - traitlets keyword arguments
         super().__init__(**kwargs)
-        self.jail = Jail(new_scratch("kernel"))
+        options = settings.Options.from_config(self.config)  # nbclient passes the grading configuration
+        self.jail = Jail(new_scratch("kernel"), limits=options.limits, confined=not options.unconfined)
         kernel_dir = self.jail.scratch / ".kernel"
         kernel_dir.mkdir()
         # The notebooks' hidden test cells `import autograder`; the grader itself never enters the

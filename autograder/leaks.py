@@ -19,6 +19,7 @@ from pathlib import Path
 import nbformat
 
 from autograder import spec
+from autograder.repair import grade_id
 
 MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
 FORBIDDEN_TEXT = (*MARKERS, "import autograder", "from autograder", "autograder.")
@@ -107,11 +108,7 @@ def release_problems(course_root: Path) -> list[str]:
         problems += _notebook_problems(path.name, released, sources[path.name])
         if any(c.get("outputs") for c in released.cells if c.cell_type == "code"):
             problems.append(f"{path.name} contains outputs")
-        stubs = [
-            c
-            for c in released.cells
-            if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == nb.solution_id
-        ]
+        stubs = [c for c in released.cells if grade_id(c) == nb.solution_id]
         if len(stubs) != 1 or "NotImplementedError" not in stubs[0].source:
             problems.append(f"{path.name}: the solution cell {nb.solution_id!r} is not a stub")
     return problems
@@ -147,16 +144,3 @@ def edition_leaks(folder: Path, course_root: Path, allow_solutions: bool = False
         flat = "\n".join(line.strip() for line in text.splitlines() if line.strip())
         found += [f"{rel}: contains solution code:\n{s}" for s in snippets if s in flat][:1]
     return found
-
-
-def _main() -> int:  # python -m autograder.leaks [COURSE_ROOT]: check the current release
-    import sys
-
-    root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "assignments"
-    problems = release_problems(root)
-    print("\n".join(problems) or "release is clean")
-    return 1 if problems else 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(_main())

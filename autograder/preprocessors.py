@@ -30,15 +30,13 @@ from nbgrader.api import Gradebook, MissingEntry
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 
 from autograder import checks, jail, settings, spec
+from autograder.repair import grade_id as _grade_id
+from autograder.repair import solution_source
 from autograder.results import NotebookResult, PartResult, Verdict
 
 
 def _known(resources: dict) -> spec.Notebook | None:
     return spec.NOTEBOOKS.get(resources.get("nbgrader", {}).get("notebook"))
-
-
-def _grade_id(cell: dict) -> str | None:
-    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
 
 
 class HiddenChecks(NbGraderPreprocessor):
@@ -48,11 +46,13 @@ class HiddenChecks(NbGraderPreprocessor):
         notebook = _known(resources)
         if notebook is None:
             return nb, resources
-        if not settings.unconfined():
+        options = settings.Options.from_config(self.config)  # c.Grading: nbgrader_config.py, the command line
+        if not options.unconfined:
             jail.check_available()  # no jail, no grading: a clear error, and no score is written
-        source = next((c.source for c in nb.cells if _grade_id(c) == notebook.solution_id), None)
+        source = solution_source(nb, notebook)
         pool = ThreadPoolExecutor(max_workers=1)
-        future = pool.submit(checks.run_checks, {notebook.name: source})
+        future = pool.submit(checks.run_checks, {notebook.name: source}, device=options.device, seed=options.seed,
+                             limits=options.limits, confined=not options.unconfined)  # fmt: skip
         pool.shutdown(wait=False)
         resources["autograder"] = {"verdicts": future, "started": time.monotonic()}
         return nb, resources
@@ -67,11 +67,13 @@ class JailedExecute(Execute):
     def __init__(self, **kwargs) -> None:  # noqa: ANN003 - traitlets keyword arguments
         kwargs["kernel_manager_class"] = jail.JailedKernelManager
         super().__init__(**kwargs)
+        self.limits = settings.Options.from_config(self.config).limits
+        self.timeout = self.limits.cell_timeout  # nbgrader's cell timeout follows c.Grading.cell_timeout
         self._bytes: dict[int, int] = {}
 
     def preprocess(self, nb: nbformat.NotebookNode, resources: dict, km=None) -> tuple:  # noqa: ANN001
         state = resources.setdefault("autograder", {})
-        limit = settings.limits().notebook_timeout
+        limit = self.limits.notebook_timeout
         timer = threading.Timer(limit, self._out_of_time, args=(state,))
         timer.start()
         try:
@@ -89,7 +91,7 @@ class JailedExecute(Execute):
         return nb, resources
 
     def _out_of_time(self, state: dict) -> None:
-        limit = settings.limits().notebook_timeout
+        limit = self.limits.notebook_timeout
         state["status"] = ("notebook timed out", f"the notebook did not finish within {limit} s")
         km = getattr(self, "km", None)
         if km is not None:
@@ -98,7 +100,7 @@ class JailedExecute(Execute):
     def output(self, outs: list, msg: dict, display_id: str | None, cell_index: int):  # noqa: ANN201
         size = len(str(msg.get("content", "")))
         used = self._bytes.get(cell_index, 0)
-        limit = settings.limits().output_bytes
+        limit = self.limits.output_bytes
         self._bytes[cell_index] = used + size
         if used > limit:
             return None
@@ -123,7 +125,7 @@ class Reconcile(NbGraderPreprocessor):
         repair_notes = nb.metadata.get(settings.RESULT_KEY, {}).get("repair_notes", [])
         info = resources["nbgrader"]
         result = NotebookResult(notebook.name, status, 0.0, notebook.max_score, {}, list(repair_notes) + ([note] if note else []),
-                                confined=not settings.unconfined())  # fmt: skip
+                                confined=not settings.Options.from_config(self.config).unconfined)  # fmt: skip
         cells = {_grade_id(c): c for c in nb.cells if _grade_id(c)}
         course_root = Path(info["db_url"].removeprefix("sqlite:///")).parent
         with Gradebook(info["db_url"], settings.course_id(course_root)) as gb:

@@ -152,9 +152,9 @@ def feedback(course_root: Path, results: dict[str, StudentResult]) -> list[Path]
     template = _environment().get_template("feedback.html.j2")
     written = []
     for student, result in sorted(results.items()):
-        path = Path(course_root) / "feedback" / student / settings.ASSIGNMENT / "report.html"
+        path = Path(course_root) / "feedback" / student / spec.ASSIGNMENT / "report.html"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(template.render(assignment=settings.ASSIGNMENT, result=result))
+        path.write_text(template.render(assignment=spec.ASSIGNMENT, result=result))
         written.append(path)
     return written
 
@@ -254,7 +254,7 @@ def class_page(course_root: Path, results: dict[str, StudentResult], out: Path) 
     summary = summarize(results)
     csv_path = write_class_csv(summary, out.with_suffix(".csv"))
     html = _environment().get_template("class.html.j2").render(
-        course=_course_name(Path(course_root)), assignment=settings.ASSIGNMENT, summary=summary,
+        course=_course_name(Path(course_root)), assignment=spec.ASSIGNMENT, summary=summary,
         plots=_plots(summary), csv_name=csv_path.name,
         unconfined=sorted(s for s, r in results.items() if not r.confined),
     )  # fmt: skip
@@ -295,13 +295,13 @@ class LabCsvExport(ExportPlugin):
 def _notebook_scores(gradebook: Gradebook, student: str) -> list[float] | None:
     """The student's score per lab notebook, or None if they have no submission of the lab."""
     try:
-        gradebook.find_submission(settings.ASSIGNMENT, student)
+        gradebook.find_submission(spec.ASSIGNMENT, student)
     except MissingEntry:
         return None
     scores = []
     for name in spec.NOTEBOOKS:
         try:
-            scores.append(float(gradebook.find_submission_notebook(name, settings.ASSIGNMENT, student).score))
+            scores.append(float(gradebook.find_submission_notebook(name, spec.ASSIGNMENT, student).score))
         except MissingEntry:
             scores.append(0.0)
     return scores

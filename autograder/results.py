@@ -111,7 +111,7 @@ class StudentResult:
 
 def crash_file(course_root: Path, student: str) -> Path:
     """Where grading notes that a submission killed its worker twice (the reports read the reason there)."""
-    return Path(course_root) / "autograded" / student / settings.ASSIGNMENT / "crashed.txt"
+    return Path(course_root) / "autograded" / student / spec.ASSIGNMENT / "crashed.txt"
 
 
 def fmt(x: float) -> str:
@@ -133,8 +133,8 @@ def load_student(course_root: Path, student: str) -> StudentResult:
         if crash.exists():
             notebooks[name] = NotebookResult.empty(name, "crashed", crash.read_text())
             continue
-        submitted = root / "submitted" / student / settings.ASSIGNMENT / f"{name}.ipynb"
-        graded = root / "autograded" / student / settings.ASSIGNMENT / f"{name}.ipynb"
+        submitted = root / "submitted" / student / spec.ASSIGNMENT / f"{name}.ipynb"
+        graded = root / "autograded" / student / spec.ASSIGNMENT / f"{name}.ipynb"
         if not submitted.exists():
             notebooks[name] = NotebookResult.empty(name, NOT_SUBMITTED, f"{name}.ipynb was not submitted")
             continue
@@ -172,7 +172,7 @@ def gradebook_marks(root: Path, student: str, field: str = "score") -> dict[tupl
     with Gradebook(f"sqlite:///{db}", settings.course_id(Path(root))) as gb:
         for name in spec.NOTEBOOKS:
             try:
-                notebook = gb.find_submission_notebook(name, settings.ASSIGNMENT, student)
+                notebook = gb.find_submission_notebook(name, spec.ASSIGNMENT, student)
             except MissingEntry:
                 continue
             for grade in notebook.grades:
@@ -189,5 +189,5 @@ def load_class(course_root: Path, students: list[str] | None = None) -> dict[str
 def submitted_students(course_root: Path) -> list[str]:
     """The students with a submission of the lab in ``course_root/submitted/``."""
     return sorted(
-        p.parent.name for p in Path(course_root).glob(f"submitted/*/{settings.ASSIGNMENT}") if p.is_dir()
+        p.parent.name for p in Path(course_root).glob(f"submitted/*/{spec.ASSIGNMENT}") if p.is_dir()
     )

@@ -1,9 +1,22 @@
-"""Every grading setting, defined once: paths, time and memory limits, the course id.
+"""Every grading setting, defined once: paths, time and memory limits, the grading options.
 
-Limits can be changed for one run through the environment (``AUTOGRADER_CELL_TIMEOUT=120``),
-which is how ``python -m autograder grade --cell-timeout 120`` hands them to nbgrader and to
-Dask workers; nbgrader_config.py reads the same values, so formgrader's Autograde button and
-the command line grade under the same limits.
+(The lab's name, ``ASSIGNMENT``, belongs to what is graded: :mod:`autograder.spec`.)
+
+Settings travel one way, as traitlets configuration, the way nbgrader configures its own
+apps (``c.LimitOutput.max_lines = 1000``). The section is ``Grading``:
+
+* ``assignments/nbgrader_config.py`` may set any of them for every run
+  (``c.Grading.cell_timeout = 120``), so formgrader's Autograde button and ``nbgrader
+  autograde`` grade under them;
+* ``python -m autograder grade --cell-timeout 120`` builds an :class:`Options` and merges
+  :meth:`Options.to_config` over that file for one run; Dask workers receive the same
+  object with their task;
+* the preprocessors and the jailed kernel manager, which nbgrader and nbclient create
+  with that configuration, read it back with :meth:`Options.from_config`.
+
+Nothing is passed through ``os.environ``. The only variables read here are where private
+scratch folders go (``$AUTOGRADER_SCRATCH``, like ``$TMPDIR``) and, through
+:mod:`course_utils.config`, where MNIST lives.
 """
 
 from __future__ import annotations
@@ -11,14 +24,18 @@ from __future__ import annotations
 import os
 import secrets
 import tempfile
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import cache
 from pathlib import Path
 
+from traitlets.config import Config
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COURSE_ROOT = REPO_ROOT / "assignments"  # the nbgrader course directory
-ASSIGNMENT = "optimizers_lab"
 RESULT_KEY = "autograder"  # the notebook and cell metadata key our preprocessors write
+SECTION = "Grading"  # the traitlets section: c.Grading.<limit or option>
+
+__all__ = ["COURSE_ROOT", "REPO_ROOT", "RESULT_KEY", "SECTION", "Limits", "Options"]
 
 
 @dataclass(frozen=True)
@@ -37,41 +54,69 @@ class Limits:
     output_bytes: int = 256 * 2**10  # output one notebook cell may keep
     threads: int = 1  # torch/OpenMP threads per jailed process (tiny tensors: more only contend)
 
+
+_LIMITS = {f.name: float if f.type == "float" else int for f in fields(Limits)}
+_OPTIONS = {"device": str, "unconfined": bool, "seed": int}
+
+
+@dataclass(frozen=True)
+class Options:
+    """How one grading run grades: the limits, the hidden checks' device, the jail, the seed."""
+
+    limits: Limits = field(default_factory=Limits)
+    device: str | None = None  # "cpu" or "cuda"; None: the GPU if there is one
+    unconfined: bool = False  # True only when the instructor asked for grading without the jail
+    seed: int | None = None  # the hidden checks' inputs; None: one per process, unknown in advance
+
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Limits:
-        """The defaults, with any ``AUTOGRADER_<NAME>`` variable applied."""
-        environ = os.environ if environ is None else environ
-        changes = {}
-        for f in fields(cls):
-            value = environ.get(f"AUTOGRADER_{f.name.upper()}")
-            if value:
-                kind = float if f.type == "float" else int
-                try:
-                    changes[f.name] = kind(value)
-                except ValueError:
-                    raise ValueError(
-                        f"AUTOGRADER_{f.name.upper()}={value!r} is not a number; unset it or give e.g. "
-                        f"{getattr(cls, f.name)}"
-                    ) from None
-        return replace(cls(), **changes)
+    def from_config(cls, config: Config | None) -> Options:
+        """The options set in ``config.Grading`` (nbgrader_config.py, the command line), defaults elsewhere."""
+        section = (config or Config()).get(SECTION) or {}
+        unknown = sorted(set(section) - set(_LIMITS) - set(_OPTIONS))
+        if unknown:
+            raise ValueError(
+                f"unknown setting c.{SECTION}.{unknown[0]}; the settings are: {', '.join([*_LIMITS, *_OPTIONS])}"
+            )
+        values = {}
+        for name, kind in {**_LIMITS, **_OPTIONS}.items():
+            value = section.get(name)
+            if value is None:
+                continue
+            try:
+                values[name] = kind(value) if kind is not bool else _flag(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"c.{SECTION}.{name} = {value!r} is not a {kind.__name__}") from None
+        limits = replace(Limits(), **{k: v for k, v in values.items() if k in _LIMITS})
+        return cls(limits, **{k: v for k, v in values.items() if k in _OPTIONS})
 
-    def as_env(self) -> dict[str, str]:
-        """The environment variables that carry these limits to another process."""
-        return {f"AUTOGRADER_{f.name.upper()}": str(getattr(self, f.name)) for f in fields(self)}
+    def to_config(self) -> Config:
+        """These options as ``c.Grading.*``, to merge over a course's nbgrader_config.py."""
+        section = {**asdict(self.limits), "unconfined": self.unconfined}
+        section.update({k: getattr(self, k) for k in ("device", "seed") if getattr(self, k) is not None})
+        return Config({SECTION: section})
+
+    def with_seed(self) -> Options:
+        """The same options with the seed fixed (one per grading run, shared by its workers)."""
+        return self if self.seed is not None else replace(self, seed=process_seed())
 
 
-def limits() -> Limits:
-    return Limits.from_env()
+def _flag(value: object) -> bool:
+    if isinstance(value, str):
+        if value.strip().lower() not in ("1", "0", "true", "false", "yes", "no", ""):
+            raise ValueError(value)
+        return value.strip().lower() in ("1", "true", "yes")
+    return bool(value)
 
 
-def unconfined() -> bool:
-    """True only when the instructor asked for grading without the jail (``--unconfined``)."""
-    return os.environ.get("AUTOGRADER_UNCONFINED", "") == "1"
+def course_config(root: Path = COURSE_ROOT, options: Options | None = None) -> Config:
+    """The course's nbgrader_config.py as nbgrader loads it, rooted at ``root``, with ``options`` over it."""
+    from traitlets.config.loader import PyFileConfigLoader
 
-
-def device() -> str | None:
-    """The hidden checks' device when the instructor chose one (``--device``); None: the GPU if any."""
-    return os.environ.get("AUTOGRADER_DEVICE") or None
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
+    config.CourseDirectory.root = str(root)
+    if options is not None:
+        config.merge(options.to_config())
+    return config
 
 
 def scratch_root() -> Path:
@@ -80,17 +125,9 @@ def scratch_root() -> Path:
 
 
 @cache
-def _process_seed() -> int:
+def process_seed() -> int:
+    """This process's seed for the hidden checks when no run fixed one (drawn once, then kept)."""
     return secrets.randbelow(2**31)
-
-
-def seed() -> int:
-    """The seed the hidden checks draw their inputs from: one per grading run, unknown in advance.
-
-    ``python -m autograder grade`` picks it and hands it to its workers
-    (``AUTOGRADER_SEED``), so references are computed once per run and cached."""
-    value = os.environ.get("AUTOGRADER_SEED")
-    return int(value) if value else _process_seed()
 
 
 def data_dir() -> Path:
@@ -103,7 +140,4 @@ def data_dir() -> Path:
 @cache
 def course_id(root: Path = COURSE_ROOT) -> str:
     """``c.CourseDirectory.course_id`` as nbgrader itself reads it from ``root/nbgrader_config.py``."""
-    from traitlets.config.loader import PyFileConfigLoader
-
-    config = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
-    return str(config.CourseDirectory.get("course_id", "default_course"))
+    return str(course_config(Path(root)).CourseDirectory.get("course_id", "default_course"))

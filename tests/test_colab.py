@@ -168,7 +168,11 @@ def _run(
     client = NotebookClient(
         nb, km=km, timeout=600, allow_errors=allow_errors, resources={"metadata": {"path": str(cwd)}}
     )
-    client.execute(env=_kernel_env(env))
+    try:
+        client.execute(env=_kernel_env(env))
+    finally:  # nbclient shuts down only the kernels it made itself, and this one is ~1 GB
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
     return nb
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from autograder import jail, settings
+from autograder import jail, settings, spec
 from tests.fixtures import unix_users
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,7 +138,7 @@ def test_the_scratch_folder_has_a_size_quota_and_leaves_the_disk_alone(tmp_path:
 
 
 def test_no_jail_means_a_clear_error_unless_unconfined(tmp_path: Path) -> None:
-    notebook = ROOT / "assignments" / "source" / settings.ASSIGNMENT / "adam.ipynb"
+    notebook = ROOT / "assignments" / "source" / spec.ASSIGNMENT / "adam.ipynb"
     env = {
         **os.environ,
         "PATH": str(Path(sys.executable).parent),
@@ -152,8 +152,7 @@ def test_no_jail_means_a_clear_error_unless_unconfined(tmp_path: Path) -> None:
         and "apt-get install bubblewrap" in proc.stderr
         and "Traceback" not in proc.stderr
     )
-    env["AUTOGRADER_UNCONFINED"] = "1"
-    proc = subprocess.run([sys.executable, "-m", "autograder", "check", str(notebook)], cwd=tmp_path, env=env,
+    proc = subprocess.run([sys.executable, "-m", "autograder", "check", "--unconfined", str(notebook)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert '"status": "passed"' in proc.stdout
