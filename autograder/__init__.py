@@ -44,7 +44,7 @@ def check(notebook: str, part: str) -> None:
     verdict = _CACHE[notebook, source][part]
     where = f" on {verdict.device}" if verdict.device else ""
     if verdict.passed:
-        print(f"hidden check {notebook}/{part} passed{where}")
+        print(f"hidden check {notebook}/{part} passed{where}: {nb.part(part).title}")
         return
     text = f"hidden check {notebook}/{part} {verdict.status}{where}: {verdict.message}"
     raise HiddenTestFailure(text + (f"\nHint: {verdict.hint}" if verdict.hint else ""))

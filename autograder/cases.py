@@ -8,23 +8,12 @@ bit-identical tensors without ever sending them across.
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 from torch import nn
 
 IN_FEATURES, HIDDEN, CLASSES = 12, 10, 4
 BATCH = 8
 LR_SGD = 0.1  # the learning rate of the recording optimizer given to train_epoch
-
-# (part, n_batches, accumulation_steps) for the accumulation checks.
-ACCUMULATION_CASES: dict[str, tuple[tuple[int, int], ...]] = {
-    "plain": ((5, 1),),
-    "schedule": ((7, 3), (8, 4)),
-    "group_gradient": ((8, 4), (6, 2)),
-    "partial_group": ((8, 3),),
-    "losses": ((8, 3), (6, 2)),
-}
 
 # Hyperparameters of the multi-step Adam check, passed by keyword like torch.optim's.
 ADAM_SETTINGS: tuple[dict, ...] = (
@@ -165,23 +154,41 @@ def run_train_epoch(train_epoch, seed: int, n: int, k: int, device: torch.device
     }
 
 
+def case_seed(seed: int, i: int) -> int:
+    """The seed of a part's ``i``-th case (each case its own model and batches)."""
+    return seed + 101 * i
+
+
+def run_train_epochs(train_epoch, seed: int, device: torch.device, cases: tuple) -> list[dict]:  # noqa: ANN001
+    """The accumulation parts' driver: one recorded epoch per ``(n_batches, accumulation_steps)`` case."""
+    return [run_train_epoch(train_epoch, case_seed(seed, i), n, k, device) for i, (n, k) in enumerate(cases)]
+
+
 # --------------------------------------------------------------------------- Adam drivers
-# Each takes an optimizer class (the student's, or torch.optim.Adam for the reference) and
-# returns plain tensors on the CPU. Only run_training_loop calls zero_grad() or passes a
-# generator, and only the weight_decay part passes weight_decay, so one mistake fails one check.
+# Each takes an optimizer class (the student's, or a reference) and returns plain tensors on the
+# CPU. first_step and many_steps record the update maths, to be compared with torch.optim.Adam.
+# The other drivers run the class twice, once the way their idea needs and once plainly, so the
+# judge can compare the student's code with itself: a mistake in the maths does not fail them.
 
 
 def _snapshot(params) -> list[torch.Tensor]:  # noqa: ANN001
     return [p.detach().to("cpu", copy=True) for p in params]
 
 
-def _feed(opt, params: list[torch.Tensor], grads: list[list[torch.Tensor]]) -> list[list[torch.Tensor]]:  # noqa: ANN001
-    """Give ``opt`` each step's gradients (no zero_grad) and record the parameters after every step."""
+def _feed(opt, params: list[torch.Tensor], grads: list[list[torch.Tensor]], before=None, after=None) -> list:  # noqa: ANN001
+    """Give ``opt`` each step's gradients (no zero_grad) and record the parameters after every step.
+
+    ``before(params, grads)`` may change the gradients just before each step (it returns the ones
+    to set) and ``after(params)`` may change the parameters just after it."""
     trajectory = []
     for step in grads:
+        if before is not None:
+            step = before(params, step)
         for p, g in zip(params, step):
             p.grad = g.clone()
         opt.step()
+        if after is not None:
+            after(params)
         trajectory.append(_snapshot(params))
     return trajectory
 
@@ -200,24 +207,110 @@ def run_first_step(adam_cls, seed: int, device: torch.device) -> dict:  # noqa: 
     return {"params": _feed(adam_cls(params, lr=0.01), params, adam_grads(seed, 1, device))[0]}
 
 
+def run_many_steps(adam_cls, seed: int, device: torch.device) -> dict:  # noqa: ANN001
+    return _trajectories(adam_cls, seed, device, ADAM_SETTINGS, ADAM_STEPS)
+
+
+def probe(adam_cls, seed: int, device: torch.device) -> dict:  # noqa: ANN001
+    """One default step from the same parameters with a gradient G, with -G and with 2G: the judge
+    checks that the student's update moves the parameters, and that how it moves them depends on
+    the gradient, before it judges any idea relative to that update."""
+    out = {}
+    for scale, key in ((1.0, "plus"), (-1.0, "minus"), (2.0, "double")):
+        params = adam_params(seed + 50, device)
+        grads = [[scale * g for g in adam_grads(seed + 50, 1, device)[0]]]
+        out[key] = _feed(adam_cls(params, lr=0.01), params, grads)[0]
+    return out
+
+
 def run_training_loop(adam_cls, seed: int, device: torch.device, steps: int = 5) -> dict:  # noqa: ANN001
     """The loop students write: ``Adam(model.parameters())`` (a generator), then zero_grad(),
-    backward() and step() for every batch. Records the parameters after each step, the parameters
-    whose gradient zero_grad() left non-zero, and one step given a list (to tell a used-up generator
-    from a step that never moves anything)."""
-    model = tiny_model(seed, device)
-    opt = adam_cls(model.parameters(), lr=0.01)  # a generator, exactly as students will pass it
+    backward() and step() for every batch; and the same class given a list, with the driver
+    clearing the gradients itself. Records both trajectories and the parameters whose gradient
+    zero_grad() left non-zero."""
     criterion = nn.CrossEntropyLoss()
-    trajectory, uncleared = [], []
-    for x, y in batches(seed, steps):
-        opt.zero_grad()
-        uncleared.append([q for q, p in enumerate(model.parameters()) if p.grad is not None and p.grad.any()])
-        criterion(model(x.to(device)), y.to(device)).backward()
-        opt.step()
-        trajectory.append(_snapshot(model.parameters()))
-    listed = list(tiny_model(seed, device).parameters())
-    list_step = _feed(adam_cls(listed, lr=0.01), listed, [[torch.ones_like(p) for p in listed]])[0]
-    return {"trajectory": trajectory, "uncleared": uncleared, "list_step": list_step}
+    runs = {}
+    for style in ("loop", "plain"):
+        model = tiny_model(seed, device)
+        params = model.parameters() if style == "loop" else list(model.parameters())
+        opt = adam_cls(params, lr=0.01)  # "loop": a generator, exactly as students will pass it
+        trajectory, uncleared = [], []
+        for x, y in batches(seed, steps):
+            if style == "loop":
+                opt.zero_grad()
+                uncleared.append(
+                    [q for q, p in enumerate(model.parameters()) if p.grad is not None and p.grad.any()]
+                )
+            else:
+                for p in model.parameters():
+                    p.grad = None
+            criterion(model(x.to(device)), y.to(device)).backward()
+            opt.step()
+            trajectory.append(_snapshot(model.parameters()))
+        runs[style] = trajectory
+        runs[f"{style}_uncleared"] = uncleared
+    return {"loop": runs["loop"], "plain": runs["plain"], "uncleared": runs["loop_uncleared"],
+            "probe": probe(adam_cls, seed, device)}  # fmt: skip
+
+
+def _coupled(scale: float, wd: float):  # noqa: ANN202
+    """Gradients with ``scale * wd * param`` added, as the penalty (wd / 2) * ||param||**2 would add."""
+
+    def before(params, grads):  # noqa: ANN001, ANN202
+        return [g + scale * wd * p.detach() for p, g in zip(params, grads)]
+
+    return before
+
+
+def _shrink(lr: float, wd: float):  # noqa: ANN202
+    def shrink(params, grads=None):  # noqa: ANN001, ANN202
+        with torch.no_grad():
+            for p in params:
+                p.mul_(1 - lr * wd)
+        return grads
+
+    return shrink
+
+
+# How the weight_decay driver runs the student's class with weight_decay=0: the coupled penalty it
+# must equal, and the known ways of getting it wrong (the judge names the one the steps match).
+DECAY_RUNS = (
+    "coupled",
+    "decay_decoupled",
+    "decay_decoupled_after",
+    "decay_ignored",
+    "decay_doubled",
+    "decay_halved",
+)
+
+
+def run_weight_decay(adam_cls, seed: int, device: torch.device) -> dict:  # noqa: ANN001
+    """Per setting: the student's class with ``weight_decay=wd``, and the same class with
+    ``weight_decay=0`` fed each way of :data:`DECAY_RUNS` (the coupled penalty first)."""
+    runs = {key: [] for key in ("student", *DECAY_RUNS)}
+    for i, hparams in enumerate(WEIGHT_DECAY_SETTINGS):
+        wd, lr = hparams["weight_decay"], hparams.get("lr", 1e-3)
+        plain = {k: v for k, v in hparams.items() if k != "weight_decay"}
+        ways = {
+            "student": (hparams, {}),
+            "coupled": (plain, {"before": _coupled(1.0, wd)}),
+            "decay_decoupled": (plain, {"before": _shrink(lr, wd)}),  # AdamW: shrink, then the step
+            "decay_decoupled_after": (plain, {"after": _shrink(lr, wd)}),
+            "decay_ignored": (plain, {}),
+            "decay_doubled": (plain, {"before": _coupled(2.0, wd)}),
+            "decay_halved": (plain, {"before": _coupled(0.5, wd)}),
+        }
+        for key, (kwargs, hooks) in ways.items():
+            params = adam_params(seed + i, device)
+            runs[key].append(
+                _feed(
+                    adam_cls(params, **kwargs),
+                    params,
+                    adam_grads(seed + i, WEIGHT_DECAY_STEPS, device),
+                    **hooks,
+                )
+            )
+    return {**runs, "probe": probe(adam_cls, seed, device)}
 
 
 def state_tensors(obj, depth: int = 0, seen: set | None = None) -> list[torch.Tensor]:  # noqa: ANN001
@@ -255,14 +348,26 @@ def misplaced_state(opt, params) -> list[str]:  # noqa: ANN001
     return bad
 
 
+def per_parameter_state(opt, params) -> list[int]:  # noqa: ANN001
+    """The parameters (by index) for which the optimizer keeps no tensor of the parameter's shape."""
+    shapes = [tuple(t.shape) for t in state_tensors(opt) if t.dim() > 0 and all(t is not p for p in params)]
+    return [q for q, p in enumerate(params) if tuple(p.shape) not in shapes]
+
+
 def run_device_state(adam_cls, seed: int, device: torch.device, steps: int = 10) -> dict:  # noqa: ANN001
     """float64 parameters on the grading device, then (on a CPU-only machine) parameters on the
     meta device standing in for a GPU: state must follow the parameters."""
     params = adam_params(seed, device, torch.float64)
     grads = adam_grads(seed, steps, device, torch.float64)
     opt = adam_cls(params, lr=0.01, betas=(0.9, 0.99))
-    trajectory = _feed(opt, params, grads)
-    out = {"trajectory": trajectory, "misplaced": misplaced_state(opt, params), "meta_misplaced": []}
+    _feed(opt, params, grads)
+    out = {
+        "dtypes": [str(p.dtype) for p in params],
+        "misplaced": misplaced_state(opt, params),
+        "stateless": per_parameter_state(opt, params),
+        "meta_misplaced": [],
+        "probe": probe(adam_cls, seed, device),
+    }
     if device.type == "cpu":
         meta = [torch.empty(s, device="meta").requires_grad_() for s in PARAM_SHAPES]
         opt = adam_cls(meta)
@@ -274,12 +379,3 @@ def run_device_state(adam_cls, seed: int, device: torch.device, steps: int = 10)
             pass
         out["meta_misplaced"] = misplaced_state(opt, meta)
     return out
-
-
-ADAM_DRIVERS = {
-    "first_step": run_first_step,
-    "many_steps": partial(_trajectories, settings=ADAM_SETTINGS, steps=ADAM_STEPS),
-    "training_loop": run_training_loop,
-    "weight_decay": partial(_trajectories, settings=WEIGHT_DECAY_SETTINGS, steps=WEIGHT_DECAY_STEPS),
-    "device_state": run_device_state,
-}

@@ -5,8 +5,8 @@ renders with Jinja2 templates (``autograder/templates/``). Nothing a student wro
 rendered unescaped, and no line of the grader's own code reaches a report.
 
 The class page answers "what should I reteach?": the score distribution per notebook,
-how many students made each diagnosed mistake (:data:`MISTAKES`, read off the hidden
-checks' messages), and the parts most often failed.
+how many students made each known mistake (the codes the hidden checks' verdicts carry,
+:data:`autograder.spec.MISTAKES`; no message is read), and the parts most often failed.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import csv
 import io
 import re
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,83 +25,10 @@ from nbgrader.plugins.export import ExportPlugin
 
 from autograder import settings, spec
 from autograder.results import NOT_SUBMITTED, NotebookResult, StudentResult, fmt
+from autograder.spec import Mistake
 
 TEMPLATES = Path(__file__).with_name("templates")
 _GRADER_LINE = re.compile(r"autograder|harness_|HIDDEN TESTS|BEGIN SOLUTION|END SOLUTION")
-
-
-@dataclass(frozen=True)
-class Mistake:
-    """A misconception, recognised from one part's hidden-check message.
-
-    ``pattern`` is searched in the message of ``part`` when that part lost marks; ``test``,
-    when given, must also hold for the match; every part in ``passed`` must have full marks.
-    """
-
-    label: str
-    notebook: str
-    part: str
-    pattern: str
-    reteach: str
-    test: Callable[[re.Match], bool] | None = None
-    passed: tuple[str, ...] = ()
-    status: str = "failed"
-
-
-def _scaled_up(m: re.Match) -> bool:
-    """The group's gradient came out accumulation_steps times too large: the sum, not the mean.
-
-    Any other ratio means part of the group's gradient was lost on the way to the step, which
-    zeroing every batch does (the ratio is then one batch's share: about 1/k, or about 1 when the
-    losses were not divided either, as in the course material's answer)."""
-    k = int(m["k"])
-    return abs(float(m["ratio"]) - k) < 0.05 * k
-
-
-_FIRST_STEP = r"first step \(lr=(?P<lr>[\d.e-]+)\), parameter 0 is off by up to (?P<off>[\d.e+-]+)"
-# Without bias correction Adam's first step (default betas) is (1 - 0.9) / sqrt(1 - 0.999) = 3.16 lr
-# long instead of lr, so every parameter ends up 2.16 lr away from torch.optim.Adam's.
-_NO_CORRECTION = (1 - 0.9) / (1 - 0.999) ** 0.5 - 1
-_GRADIENT = r"accumulation_steps=(?P<k>\d+) .*your gradient is (?P<ratio>[-\d.e+]+)x the expected one"
-
-# The mistakes tests/fixtures/solutions.py's known-wrong answers make, as the judge words them
-# (autograder/judge.py). One submission can show several; each counts once per student.
-MISTAKES: tuple[Mistake, ...] = (
-    Mistake("gradients zeroed every batch", "accumulation", "group_gradient", _GRADIENT,
-            "zero_grad() belongs after optimizer.step(), so a group's gradients add up",
-            test=lambda m: not _scaled_up(m)),  # only the last batch's gradient reached the step
-    Mistake("losses not divided by the group size", "accumulation", "group_gradient", _GRADIENT,
-            "divide each batch's loss by the group size before backward()",
-            test=_scaled_up),
-    Mistake("no step for the final partial group", "accumulation", "partial_group", r"no final optimizer step",
-            "when the batches run out mid-group, step once more"),
-    Mistake("not one returned loss per optimizer step", "accumulation", "losses", r"returned \d+ losses; expected",
-            "return one loss per optimizer step, the partial group's included"),
-    Mistake("returned losses are not the group means", "accumulation", "losses", r"loss \d+ you returned is",
-            "return the mean of the unscaled batch losses of each group"),
-    Mistake("no bias correction", "adam", "first_step", _FIRST_STEP,
-            "m_hat = m / (1 - beta1**t) and v_hat = v / (1 - beta2**t); without them step 1 is 3.16x too long",
-            test=lambda m: abs(float(m["off"]) / float(m["lr"]) - _NO_CORRECTION) < 0.02 * _NO_CORRECTION),
-    Mistake("t counted per parameter", "adam", "first_step", r"parameter [1-9]\d* is off by",
-            "t advances once per step() call, shared by every parameter"),
-    Mistake("bias correction with t = 0", "adam", "first_step", r"contains NaN or inf",
-            "t must be 1 on the first step: increment it before the update"),
-    Mistake("eps inside the square root", "adam", "many_steps", r"with \{.*'eps'",
-            "the denominator is sqrt(v_hat) + eps, not sqrt(v_hat + eps)", passed=("first_step",)),
-    Mistake("parameters read from a used-up generator", "adam", "training_loop", r"the generator was used up",
-            "list(model_params) once, before building the state"),
-    Mistake("zero_grad does not clear the gradients", "adam", "training_loop", r"zero_grad\(\) before step \d+ left",
-            "zero_grad() must set every param.grad to None (or to zero), or backward() adds to the old one"),
-    Mistake("weight decay decoupled (AdamW-style)", "adam", "weight_decay", r"as AdamW does",
-            "Adam's weight_decay adds weight_decay * param to the gradient, so it goes through m and v; "
-            "shrinking the weights directly is AdamW"),
-    Mistake("weight_decay ignored", "adam", "weight_decay", r"ignored weight_decay",
-            "weight_decay must change the steps: Adam minimises loss + (weight_decay / 2) * ||param||**2"),
-    Mistake("state not on the parameter's device or dtype", "adam", "device_state", r"your optimizer keeps",
-            "create m and v with torch.zeros_like(param)"),
-    Mistake("delegated to torch's Adam", "adam", "first_step", r"", "write the update with tensor operations",
-            status="disallowed"),
-)  # fmt: skip
 
 
 def public(text: str) -> str:
@@ -115,23 +41,9 @@ def public(text: str) -> str:
 
 
 def diagnose(result: NotebookResult) -> list[Mistake]:
-    """The mistakes of :data:`MISTAKES` that one graded notebook shows."""
-    found = []
-    for mistake in MISTAKES:
-        part = result.parts.get(mistake.part)
-        if (
-            mistake.notebook != result.name
-            or part is None
-            or part.full_marks
-            or part.status != mistake.status
-        ):
-            continue
-        match = re.search(mistake.pattern, part.message, re.DOTALL)
-        if match is None or (mistake.test is not None and not mistake.test(match)):
-            continue
-        if all(result.parts[p].full_marks for p in mistake.passed if p in result.parts):
-            found.append(mistake)
-    return found
+    """The known mistakes one graded notebook's hidden checks named (each once), in the registry's order."""
+    named = {p.mistake for p in result.parts.values() if p.mistake and not p.full_marks}
+    return [m for m in spec.MISTAKES.values() if m.code in named and m.notebook == result.name]
 
 
 def _environment() -> jinja2.Environment:
@@ -182,10 +94,10 @@ def summarize(results: dict[str, StudentResult]) -> ClassSummary:
                 missing[name] += 1
                 continue
             scores[name][nb_result.score] += 1
-            made.update(m.label for m in diagnose(nb_result))
+            made.update(m.code for m in diagnose(nb_result))
             lost.update((name, p.name) for p in nb_result.parts.values() if not p.full_marks)
     submitted = {name: sum(scores[name].values()) for name in spec.NOTEBOOKS}
-    mistakes = [(m, made[m.label], submitted[m.notebook]) for m in MISTAKES]
+    mistakes = [(m, made[m.code], submitted[m.notebook]) for m in spec.MISTAKES.values()]
     mistakes.sort(key=lambda row: -row[1])
     failed = [
         (n, p.name, lost[n, p.name], submitted[n])

@@ -31,6 +31,7 @@ class Verdict:
     hint: str = ""
     device: str = ""
     seed: int | None = None
+    mistake: str | None = None  # the code of the known mistake it recognised (autograder.spec.MISTAKES)
 
     @property
     def passed(self) -> bool:
@@ -49,6 +50,7 @@ class PartResult:
     message: str = ""
     hint: str = ""
     device: str = ""
+    mistake: str | None = None  # the known mistake the hidden check named, if any
 
     @property
     def full_marks(self) -> bool:
