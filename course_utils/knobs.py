@@ -23,8 +23,6 @@ Fixed lists of values make precomputed sweeps easy (one slider position per fini
 
 from __future__ import annotations
 
-import base64
-import io
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,9 +31,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-__all__ = ["Knob", "Knobs", "figure_png", "linear_values", "log_values", "sweep_knobs"]
+from course_utils.widgets import figure_png, import_widgets, widget_bundle
 
-_WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+__all__ = ["Knob", "Knobs", "linear_values", "log_values", "sweep_knobs"]
 
 
 def log_values(low: float, high: float, per_decade: int = 4) -> list[float]:
@@ -116,14 +114,6 @@ class Knob:
             return str(value)
 
 
-def figure_png(fig: Figure, dpi: int = 80) -> bytes:
-    """PNG bytes of ``fig``; closes it, so that a pyplot figure is not shown a second time by the notebook."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
-    plt.close(fig)
-    return buffer.getvalue()
-
-
 class Knobs:
     """Sliders over the keyword arguments of ``draw``, which returns a matplotlib Figure.
 
@@ -162,7 +152,7 @@ class Knobs:
         self.widget = None
         self.image = None
         try:  # the widget is optional: the picture alone works everywhere
-            import ipywidgets as w
+            w = import_widgets()
         except ImportError:
             return
         for knob in knobs:
@@ -221,24 +211,7 @@ class Knobs:
 
     def _repr_mimebundle_(self, include: object = None, exclude: object = None) -> dict:
         settings = ", ".join(f"{name}={self.knobs[name].label(v)}" for name, v in self.values.items())
-        bundle = {
-            "text/plain": f"<Knobs {settings}>",
-            "image/png": base64.b64encode(self.png).decode("ascii"),
-        }
-        if self.widget is not None:
-            bundle.update(widget_view(self.widget))
-        return bundle
-
-
-def widget_view(widget: object) -> dict:
-    """The widget's view mimebundle entry, for ipywidgets 8 (``_repr_mimebundle_``) and 7 (built by hand)."""
-    if hasattr(widget, "_repr_mimebundle_"):
-        bundle = widget._repr_mimebundle_() or {}
-        return {key: value for key, value in bundle.items() if key == _WIDGET_VIEW}
-    model_id = getattr(widget, "model_id", None)
-    if model_id is None:
-        return {}
-    return {_WIDGET_VIEW: {"version_major": 2, "version_minor": 0, "model_id": model_id}}
+        return widget_bundle(self.widget, self.png, f"<Knobs {settings}>")
 
 
 def sweep_knobs(

