@@ -69,6 +69,7 @@ class JailedExecute(Execute):
         super().__init__(**kwargs)
         self.limits = settings.Options.from_config(self.config).limits
         self.timeout = self.limits.cell_timeout  # nbgrader's cell timeout follows c.Grading.cell_timeout
+        self.startup_timeout = max(self.startup_timeout, self.limits.start_timeout)  # a busy grader starts slowly
         self._bytes: dict[int, int] = {}
 
     def preprocess(self, nb: nbformat.NotebookNode, resources: dict, km=None) -> tuple:  # noqa: ANN001

@@ -85,7 +85,7 @@ class Options:
             try:
                 values[name] = kind(value) if kind is not bool else _flag(value)
             except (TypeError, ValueError):
-                raise ValueError(f"c.{SECTION}.{name} = {value!r} is not a {kind.__name__}") from None
+                raise ValueError(f"c.{SECTION}.{name} = {value!r}: expected a {kind.__name__} value") from None
         limits = replace(Limits(), **{k: v for k, v in values.items() if k in _LIMITS})
         return cls(limits, **{k: v for k, v in values.items() if k in _OPTIONS})
 
@@ -128,6 +128,31 @@ def scratch_root() -> Path:
 def process_seed() -> int:
     """This process's seed for the hidden checks when no run fixed one (drawn once, then kept)."""
     return secrets.randbelow(2**31)
+
+
+def course_seed(root: Path) -> int:
+    """The course's secret base seed for the hidden checks, drawn once and kept in ``root/.autograder_seed``
+    (owner-only; the jail never shows it), so a regrade draws the same inputs as the first grading."""
+    path = Path(root) / ".autograder_seed"
+    try:
+        return int(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        seed = secrets.randbelow(2**31)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another grader process drew it first: theirs counts
+            return int(path.read_text().strip())
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{seed}\n")
+        return seed
+
+
+def student_seed(base: int, student: str) -> int:
+    """One student's hidden-check seed: fixed per student and course, so feedback a student already has
+    stays true after a regrade, and different for each student."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(f"{int(base)}:{student}".encode()).digest()[:4], "big") % 2**31
 
 
 def data_dir() -> Path:

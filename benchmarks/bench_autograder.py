@@ -20,7 +20,6 @@ which caps what a second worker on the same cores can add.
 from __future__ import annotations
 
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the autograder is imported from the repository, never installed
     sys.path.insert(0, str(ROOT))
 
+from tests.fixtures import course  # noqa: E402 - after the repository is on sys.path
+
 STOCK_CONFIG = """c = get_config()
 c.CourseDirectory.course_id = "optimizers-course"
 c.Execute.timeout = 60
@@ -42,38 +43,12 @@ c.Execute.timeout = 60
 SAME_AS_JAIL = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TQDM_DISABLE": "1", "MPLBACKEND": "Agg"}
 
 
-def _env(**extra: str) -> dict:
-    path = os.pathsep.join(
-        [str(Path(sys.executable).parent), os.environ.get("PATH", "")]
-    )  # nbgrader runs alembic
-    return {**os.environ, "PYTHONPATH": str(ROOT), "PATH": path, **extra}
-
-
 def _course(tmp: Path, name: str, config: str | None, n: int) -> Path:
-    import nbformat
-
-    from autograder import spec
-    from tests.fixtures import solutions
-
-    root = tmp / name / "assignments"
-    root.mkdir(parents=True)
-    shutil.copytree(ROOT / "assignments" / "source", root / "source")
-    if config is None:
-        shutil.copy(ROOT / "assignments" / "nbgrader_config.py", root)
-    else:
-        (root / "nbgrader_config.py").write_text(config)
-    subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", "optimizers_lab", "--force"],
-                   cwd=root, env=_env(), check=True, capture_output=True)  # fmt: skip
-    answers = {"accumulation": solutions.ACCUMULATION, "adam": solutions.ADAM}
+    """A scratch course (tests/fixtures/course.py) released, with ``n`` students' correct submissions."""
+    root = course.scratch(tmp / name, config=config)
+    course.nbgrader(root, "generate_assignment", course.ASSIGNMENT, "--force")
     for i in range(n):
-        folder = root / "submitted" / f"student{i:02d}" / "optimizers_lab"
-        folder.mkdir(parents=True)
-        for nb_name, nb in spec.NOTEBOOKS.items():
-            notebook = nbformat.read(root / "release" / "optimizers_lab" / f"{nb_name}.ipynb", as_version=4)
-            for cell in notebook.cells:
-                if cell.metadata.get("nbgrader", {}).get("grade_id") == nb.solution_id:
-                    cell.source = answers[nb_name]
-            nbformat.write(notebook, folder / f"{nb_name}.ipynb")
+        course.submit(root, f"student{i:02d}", course.CORRECT)
     return root
 
 
@@ -101,14 +76,14 @@ def _stock(root: Path, n: int) -> tuple[float, float, str]:
     wall = cpu = 0.0
     for i in range(n):
         w, c, _ = _timed([sys.executable, "-m", "nbgrader", "autograde", "optimizers_lab", "--student", f"student{i:02d}",
-                          "--force"], root, _env(**SAME_AS_JAIL))  # fmt: skip
+                          "--force"], root, course.env(**SAME_AS_JAIL))  # fmt: skip
         wall, cpu = wall + w, cpu + c
     return wall, cpu, ""
 
 
 def _ours(root: Path, workers: int, *flags: str) -> tuple[float, float, str]:
     wall, cpu, out = _timed([sys.executable, "-m", "autograder", "--course", str(root), "grade", "--workers",
-                             str(workers), *flags], ROOT, _env(TQDM_DISABLE="1"))  # fmt: skip
+                             str(workers), *flags], ROOT, course.env())  # fmt: skip
     scores = sorted(
         {line.split(":")[1].split("(")[0].strip() for line in out.splitlines() if line.startswith("student")}
     )

@@ -23,6 +23,7 @@ from autograder import leaks, settings, spec
 from autograder.__main__ import release
 from autograder.results import load_class
 from tests.fixtures import solutions
+from tests.fixtures.timing import scaled
 
 pytestmark = pytest.mark.slow
 
@@ -138,8 +139,9 @@ def graded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     out = root.parent / "grades.csv"
     proc = subprocess.run(
         [sys.executable, "-m", "autograder", "--course", str(root), "run", str(uploads), "--csv", str(out),
-         "--workers", "2", "--cell-timeout", "20", "--notebook-timeout", "180", "--part-timeout", "20"],
-        cwd=ROOT, capture_output=True, text=True, timeout=1200, env=_env(),
+         "--workers", "2", "--cell-timeout", f"{scaled(60):.0f}", "--notebook-timeout", f"{scaled(600):.0f}",
+         "--part-timeout", f"{scaled(60):.0f}"],  # generous: a busy CI machine must not cost marks
+        cwd=ROOT, capture_output=True, text=True, timeout=scaled(1800), env=_env(),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return course, out, proc.stdout + proc.stderr
@@ -220,7 +222,7 @@ def test_instructor_source_passes_nbgrader_validate(tmp_path: Path) -> None:
         shutil.copy(ROOT / "assignments" / "source" / spec.ASSIGNMENT / f"{name}.ipynb", tmp_path)
     proc = subprocess.run(
         [sys.executable, "-m", "nbgrader", "validate", *[str(tmp_path / f"{n}.ipynb") for n in NB]],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600, env=_env({"COURSE_FAST": "1"}),
+        cwd=tmp_path, capture_output=True, text=True, timeout=scaled(600), env=_env({"COURSE_FAST": "1"}),
     )  # fmt: skip
     out = proc.stdout + proc.stderr
     assert out.count("Success! Your notebook passes all the tests.") == 2, out[-4000:]

@@ -32,6 +32,7 @@ from nbclient.exceptions import CellExecutionError
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from tests.fixtures.timing import scaled
 from tools import notebooks as nbtools
 from tools import student_edition
 
@@ -52,7 +53,7 @@ PREINSTALLED = ["torch", "torchvision", "numpy", "ipywidgets", "matplotlib", "tq
 KERNEL = "colab-sim"
 RECIPE = 3  # bump when the way the environment is built changes
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(scaled(1500))]
 
 
 # ----------------------------------------------------------------------------- the runtime
@@ -166,7 +167,7 @@ def _run(
         kernel_name=KERNEL, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(env / "kernels")])
     )
     client = NotebookClient(
-        nb, km=km, timeout=600, allow_errors=allow_errors, resources={"metadata": {"path": str(cwd)}}
+        nb, km=km, timeout=scaled(600), allow_errors=allow_errors, resources={"metadata": {"path": str(cwd)}}
     )
     try:
         client.execute(env=_kernel_env(env))

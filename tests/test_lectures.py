@@ -11,6 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from tests.fixtures.timing import scaled
 from tools import notebooks as nbtools
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -201,9 +202,9 @@ def test_execute_writes_html_with_plots(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(scaled(900))
 @pytest.mark.parametrize("path", LECTURES, ids=_id)
 def test_lecture_runs_in_fast_mode(path: Path) -> None:
     """Top to bottom on CPU in fast mode (COURSE_FAST=1), as CI does; every asserted claim must hold."""
-    result = nbtools.execute(path, fast=True, timeout=600)
+    result = nbtools.execute(path, fast=True, timeout=scaled(600))
     assert result.error is None, f"{_id(path)} failed after {result.seconds:.0f} s:\n{result.error}"

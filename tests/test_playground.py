@@ -28,6 +28,7 @@ from course_utils.playground import (
 )
 from course_utils.quiz import Quiz, card_figure, explain, make_cards
 from course_utils.surfaces import SURFACES, get_surface
+from tests.fixtures.timing import scaled
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "08_playground.ipynb"
@@ -516,7 +517,9 @@ def test_notebook_runs_headless_with_static_fallbacks(tmp_path):
     out = tmp_path / "executed.ipynb"
     env = {**os.environ, "COURSE_FAST": "1"}
     cmd = [sys.executable, "-m", "jupyter", "execute", f"--output={out}", str(NOTEBOOK)]
-    run = subprocess.run(cmd, cwd=ROOT / "notebooks", env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        cmd, cwd=ROOT / "notebooks", env=env, capture_output=True, text=True, timeout=scaled(600)
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     nb = json.loads(out.read_text())
     widget_outputs = [

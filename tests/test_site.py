@@ -7,6 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from tests.fixtures.timing import scaled
 from tools import notebooks as nbtools
 from tools import site
 
@@ -31,7 +32,7 @@ def test_knob_pictures_replace_widgets_and_the_index_links_every_page(tmp_path: 
             "import ipywidgets\nipywidgets.IntSlider()",  # a widget with no picture: dropped
         ],
     )
-    pages = site.build([path], tmp_path / "site", fast=True, timeout=120)
+    pages = site.build([path], tmp_path / "site", fast=True, timeout=scaled(120))
     assert [page.error for page in pages] == [None]
     page = (tmp_path / "site" / "01_tiny.html").read_text()
     assert "data:image/png;base64" in page, "the knob's picture is on the page"
@@ -54,7 +55,7 @@ def test_make_site_target_exists() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(3600)
+@pytest.mark.timeout(scaled(3600))
 def test_the_whole_site_builds_in_fast_mode(tmp_path: Path) -> None:
     """Every lecture, executed in fast mode, becomes a page with figures; the index links them all."""
     lectures = sorted(ROOT.glob(nbtools.LECTURE_GLOB))

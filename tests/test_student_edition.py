@@ -1,6 +1,5 @@
 """The student edition: everything students need, nothing of the solutions or hidden tests."""
 
-import os
 import re
 import shutil
 import subprocess
@@ -14,6 +13,8 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 from autograder import leaks
+from autograder.repair import grade_id
+from tests.fixtures import course
 from tools import notebooks as nbtools
 from tools import student_edition as publish
 
@@ -57,7 +58,9 @@ def test_edition_has_the_lectures_the_package_and_the_released_lab(edition):
         assert (edition / name).exists(), name
     with zipfile.ZipFile(str(edition) + ".zip") as zf:
         names = zf.namelist()
-    assert "student-edition/lab/adam.ipynb" in names and "student-edition/course_utils/data/__init__.py" in names
+    assert (
+        "student-edition/lab/adam.ipynb" in names and "student-edition/course_utils/data/__init__.py" in names
+    )
 
 
 @pytest.mark.slow
@@ -138,18 +141,10 @@ def test_pip_install_ships_course_utils_only(edition, tmp_path):
 
 def _execute(nb, cwd, edition, allow_errors=False):
     """Run ``nb`` in a kernel that sees only the edition's course_utils, in fast mode."""
-    env = {"COURSE_FAST": "1", "PYTHONPATH": str(edition), "MPLBACKEND": "Agg"}
-    old = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)  # the kernel process inherits the environment
-    try:
-        NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=allow_errors,
-                       resources={"metadata": {"path": str(cwd)}}).execute()  # fmt: skip
-    finally:
-        for key, value in old.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    env = course.env(COURSE_FAST="1", PYTHONPATH=str(edition), MPLBACKEND="Agg")  # the kernel's, not ours
+    client = NotebookClient(nb, timeout=course.scaled(600), kernel_name="python3", allow_errors=allow_errors,
+                            resources={"metadata": {"path": str(cwd)}})  # fmt: skip
+    client.execute(env=env)
     return nb
 
 
@@ -195,9 +190,8 @@ def test_released_visible_tests_fail_on_the_stub_and_pass_with_the_solution(edit
     }
     solved = nbformat.from_dict(released)
     for cell in solved.cells:
-        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-        if grade_id in solutions:
-            cell.source = solutions.pop(grade_id)
+        if grade_id(cell) in solutions:
+            cell.source = solutions.pop(grade_id(cell))
     assert not solutions, f"solution cells not found in the release: {solutions}"
     try:
         _execute(solved, edition / "lab", edition)
