@@ -65,6 +65,15 @@ def _loss_rises(losses: np.ndarray) -> int:
     return int(np.sum(np.diff(losses) > 1e-9 * scale))
 
 
+def _overshoot(rises: int, reversals: int, n: int) -> str:
+    """What momentum did on this run, in words that match the counts (no overshoot claimed where none happened)."""
+    if rises:
+        return f"The path overshoots and swings back: the loss rose on {rises} of {n} steps."
+    if reversals:
+        return f"The path turned back {reversals} times, yet the loss fell on every one of the {n} steps."
+    return f"On this run it never overshot: the loss fell on all {n} steps and the path never turned back."
+
+
 def explain(path: Trajectory) -> str:
     """A short explanation of what gives ``path`` away, quoting measurements from the run."""
     n = path.steps
@@ -98,8 +107,7 @@ def explain(path: Trajectory) -> str:
         text = (
             f"{name} (momentum={mu:.2f}): the velocity adds up past gradients (on a steady slope up to "
             f"1/(1-μ) = {1 / (1 - mu):.3g}× the SGD step), so steps are driven by history, not by the slope "
-            f"under them (largest here {ratio.max():.3g}× lr·‖g‖ of that moment). The path overshoots and "
-            f"swings back: the loss rose on {rises} of {n} steps."
+            f"under them (largest here {ratio.max():.3g}× lr·‖g‖ of that moment). {_overshoot(rises, rev, n)}"
         )
         if name == "Nesterov":
             twin = run_optimizer(
@@ -146,8 +154,8 @@ def explain(path: Trajectory) -> str:
             f"Adam = momentum (β1={b1:.3g}) + RMSprop-style scaling (β2={b2:.4g}) with bias correction, so the "
             f"first step moves each coordinate by exactly lr (measured {first[0]:.4f}·lr and "
             f"{first[1]:.4f}·lr): a diagonal step. Step sizes are set by lr, not by the gradient's size "
-            f"(median {med:.3g}·lr while ‖g‖ ranged over {gnorm.min():.2g}..{gnorm.max():.2g}), and the "
-            f"momentum makes it overshoot and curl ({rev} direction reversals, loss rose on {rises} steps)."
+            f"(median {med:.3g}·lr while ‖g‖ ranged over {gnorm.min():.2g}..{gnorm.max():.2g}). "
+            f"{_overshoot(rises, rev, n)}"
         )
     else:  # an optimiser added to OPTIMIZERS later
         text = f"{name}: median step {med:.3g}·lr, {rev} direction reversals, loss rose on {rises} steps."
