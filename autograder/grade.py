@@ -21,7 +21,7 @@ import os
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from autograder import settings, spec
@@ -101,6 +101,8 @@ def grade_submission(task: Task, course: dict[str, bytes]) -> Outcome:
 
 def make_task(root: Path, student: str, options: settings.Options) -> Task:
     """The task for one collected student: their valid notebooks (unreadable ones stay out)."""
+    import nbformat
+
     from autograder.repair import InvalidNotebook, load_notebook
 
     folder = Path(root) / "submitted" / student / spec.ASSIGNMENT
@@ -108,11 +110,10 @@ def make_task(root: Path, student: str, options: settings.Options) -> Task:
     for name in spec.NOTEBOOKS:
         path = folder / f"{name}.ipynb"
         if path.exists():
-            try:
-                load_notebook(path)
-            except InvalidNotebook:
+            try:  # the worker gets the clean notebook read here (bounded, plain data), never the raw file
+                notebooks[name] = nbformat.writes(load_notebook(path)).encode()
+            except (InvalidNotebook, OSError):
                 continue  # reported as "invalid notebook" from the submitted file itself
-            notebooks[name] = path.read_bytes()
     stamp = folder / "timestamp.txt"
     return Task(student, notebooks, stamp.read_text().strip() if stamp.exists() else None, options)
 
@@ -159,29 +160,131 @@ def _client(workers: int, scheduler: str | None):  # noqa: ANN202 - a dask.distr
     return Client(cluster)
 
 
-def grade_class(root: Path, students: list[str], *, options: settings.Options | None = None, workers: int = 2,
-                scheduler: str | None = None, progress: bool = True) -> dict[str, str]:  # fmt: skip
-    """Grade ``students`` on a Dask cluster and record every outcome here; {student: problem} for failures."""
-    from dask.distributed import as_completed
-    from distributed.scheduler import KilledWorker
+def task_timeout(limits: settings.Limits, notebooks: int = len(spec.NOTEBOOKS)) -> float:
+    """Seconds one submission may take on a worker: for each notebook, the longer of its kernel's
+    limit and the hidden checks' bound (each part's start and result within part_timeout, a
+    restart after each part that fails), repair's limit, and a minute for nbgrader itself."""
+    from autograder.repair import REPAIR_SECONDS
+
+    parts = max(len(n.parts) for n in spec.NOTEBOOKS.values())
+    checks = parts * (limits.start_timeout + 2 * limits.part_timeout)
+    return notebooks * (max(limits.notebook_timeout, checks) + REPAIR_SECONDS + 60)
+
+
+def _executing(dask_worker) -> list[str]:  # noqa: ANN001 - runs on a worker, through Client.run
+    return [str(ts.key) for ts in dask_worker.state.executing]
+
+
+def _as_completed(client, futures: dict, seconds: float, progress: bool):  # noqa: ANN001, ANN202
+    """Each future once it finishes, or once it has run ``seconds`` on a worker: that one is
+    cancelled and its worker restarted (which ends its jails), so its ``result()`` raises."""
+    from dask.distributed import wait
     from tqdm.auto import tqdm
 
+    pending, started, stopped = set(futures), {}, set()
+    with tqdm(total=len(futures), desc="grading", unit="student", disable=not progress) as bar:
+        while pending:
+            try:
+                done = wait(list(pending), timeout=2, return_when="FIRST_COMPLETED").done
+            except TimeoutError:
+                done = set()
+            now = time.monotonic()
+            try:
+                running = client.run(_executing)
+            except Exception:  # a worker restarting: try again at the next round
+                running = {}
+            for worker, keys in running.items():
+                for key in keys:
+                    started.setdefault(key, (now, worker))
+            for future in list(pending - set(done)):
+                start, worker = started.get(str(future.key), (now, None))
+                if now - start > seconds:
+                    client.cancel(future)
+                    stopped.add(future)
+                    _restart(client, worker)
+                    done = {*done, future}
+            for future in done:
+                pending.discard(future)
+                bar.update()
+                yield future, future in stopped
+
+
+def _restart(client, worker: str | None) -> None:  # noqa: ANN001 - a dask.distributed Client
+    """Restart ``worker`` (its nanny starts a fresh one): the only way to stop a task's thread."""
+    if worker is None:
+        return
+    try:
+        client.restart_workers([worker], timeout=60, raise_for_error=False)
+    except Exception:  # no nanny: end the process; the scheduler reassigns what it held
+        try:
+            client.run(os._exit, 1, workers=[worker], on_error="ignore")
+        except Exception:
+            pass
+
+
+def _sweep(scratch: Path) -> None:
+    """Whatever a run's jails left (a worker killed mid-notebook): their cgroups and scratch folders."""
+    import shutil
+
+    from autograder.limits import sweep_cgroups
+
+    sweep_cgroups(scratch)
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+def grade_class(root: Path, students: list[str], *, options: settings.Options | None = None, workers: int = 2,
+                scheduler: str | None = None, progress: bool = True,
+                task_seconds: float | None = None) -> dict[str, str]:  # fmt: skip
+    """Grade ``students`` on a Dask cluster and record every outcome here; {student: problem} for failures.
+
+    Whatever one submission does, the run finishes and records every other student: a task
+    past ``task_seconds`` (default :func:`task_timeout`) is stopped and scores 0 as ``timeout``;
+    a student whose files or outcome cannot be handled gets a ``grader error`` with the cause."""
+    from unittest.mock import patch
+
     root = Path(root)
+    scratch = Path(tempfile.mkdtemp(prefix="autograder-run-", dir=settings.scratch_root()))
+    try:  # the run's workers, jails and cgroups live under one folder, removed at the end
+        with patch.dict(os.environ, {"AUTOGRADER_SCRATCH": str(scratch)}):
+            return _grade_class(root, students, options, workers, scheduler, progress, task_seconds)
+    finally:
+        _sweep(scratch)
+
+
+def _grade_class(root: Path, students: list[str], options: settings.Options | None, workers: int,
+                 scheduler: str | None, progress: bool, task_seconds: float | None) -> dict[str, str]:  # fmt: skip
+    from distributed.scheduler import KilledWorker
+
     if options is None:  # what the course's nbgrader_config.py sets (c.Grading), as formgrader would grade
         options = settings.Options.from_config(settings.course_config(root))
-    options = options.with_seed()  # one seed for the whole run: references computed once per worker
-    tasks = {s: make_task(root, s, options) for s in students}
-    for student in [s for s, task in tasks.items() if not task.notebooks]:  # nothing gradable: 0, no worker
-        record(root, Outcome(student), tasks.pop(student).timestamp)
+    if options.seed is None:  # the course's base seed: each student's inputs are the same at every regrade
+        options = replace(options, seed=settings.course_seed(root))
     problems: dict[str, str] = {}
+    tasks = {}
+    for student in students:
+        try:
+            tasks[student] = make_task(root, student, options)
+            if not tasks[student].notebooks:  # nothing gradable: 0, no worker
+                record(root, Outcome(student), tasks.pop(student).timestamp)
+        except Exception as exc:  # this student's files: the others are graded
+            tasks.pop(student, None)
+            problems[student] = _grader_error(root, student, exc)
+    seconds = task_seconds or task_timeout(options.limits)
     with _client(workers, scheduler) as client:
+        from autograder.environment import check_cluster  # issue 20: no task before every worker can grade
+
+        check_cluster(client, confined=not options.unconfined)
         course = client.scatter(course_files(root), broadcast=True)
         futures = {client.submit(grade_submission, task, course, key=f"grade-{s}-{time.time_ns()}", pure=False): s
                    for s, task in tasks.items()}  # fmt: skip
-        for future in tqdm(
-            as_completed(futures), total=len(futures), desc="grading", unit="student", disable=not progress
-        ):
+        for future, stopped in _as_completed(client, futures, seconds, progress):
             student = futures[future]
+            if stopped:  # past its deadline: 0 marks, and why, where the reports find it
+                _zero(
+                    root, student, f"timeout: grading did not finish within {seconds:g} s; it gets no marks"
+                )
+                problems[student] = f"timeout (stopped after {seconds:g} s)"
+                continue
             try:
                 outcome = future.result()
             except KilledWorker:  # 0 marks, and the reason where the reports find it
@@ -197,6 +300,24 @@ def grade_class(root: Path, students: list[str], *, options: settings.Options | 
             if outcome.error and not outcome.graded:  # nothing written: nothing lost
                 problems[student] = outcome.error.strip().splitlines()[-1][:300]
                 continue
-            record(root, outcome, tasks[student].timestamp)
-            crash_file(root, student).unlink(missing_ok=True)
+            try:
+                record(root, outcome, tasks[student].timestamp)
+                crash_file(root, student).unlink(missing_ok=True)
+            except Exception as exc:
+                problems[student] = _grader_error(root, student, exc)
     return problems
+
+
+def _zero(root: Path, student: str, why: str) -> None:
+    """Record 0 marks for ``student``, with ``why`` where the reports read a whole submission's status."""
+    record(root, Outcome(student), None)
+    crash_file(root, student).write_text(why)
+
+
+def _grader_error(root: Path, student: str, exc: BaseException) -> str:
+    why = f"grader error: {type(exc).__name__}: {str(exc)[:300]}"
+    try:
+        _zero(root, student, why)
+    except Exception:  # the gradebook itself: nothing more to record
+        pass
+    return why

@@ -23,6 +23,7 @@ nbgrader's Execute step.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -30,7 +31,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
+import weakref
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -102,10 +103,10 @@ class Jail:
     scratch: Path
     limits: settings.Limits = field(default_factory=settings.Limits)
     readable: list[Path] = field(default_factory=list)  # extra read-only paths (same place inside)
+    overlays: dict[str, Path] = field(default_factory=dict)  # path inside -> a file bound over it (ro)
     confined: bool = True  # False only for grading --unconfined (c.Grading.unconfined)
+    sockets: str | None = None  # a folder inside only, on its own small tmpfs (the kernel's sockets)
     cgroups: Cgroups = field(default_factory=Cgroups)
-    breaches: list[str] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self.scratch = Path(self.scratch).resolve()
@@ -138,6 +139,9 @@ class Jail:
         readable.update(Path(p) for p in self.readable)
         for path in sorted({p.resolve() for p in readable if p.exists()}):
             args += ["--ro-bind", str(path), str(path)]
+        # Files hidden by others (the checks bind stubs over torch's Adam source: sandbox.torch_adam_stubs).
+        for inside, host in sorted(self.overlays.items()):
+            args += ["--ro-bind", str(host), inside]
         args += ["--proc", "/proc", "--dev", "/dev"]
         devices = _gpu_devices()
         for device in devices:
@@ -145,10 +149,13 @@ class Jail:
         if devices:  # the CUDA driver reads the PCI topology
             args += ["--ro-bind", "/sys", "/sys"]
         # The scratch folder is a tmpfs of at most disk_bytes (charged to the memory cgroup too), with
-        # what the grader put there before the start (the kernel's sockets, the stand-in) bound into it.
+        # what the grader put there before the start (the connection file, the stand-in) bound into it
+        # read-only: nothing in the jail writes to the grader's disk.
         args += ["--size", str(self.limits.disk_bytes), "--tmpfs", str(self.scratch)]
         for entry in sorted(self.scratch.iterdir()):
-            args += ["--bind", str(entry), str(entry)]
+            args += ["--ro-bind", str(entry), str(entry)]
+        if self.sockets:  # reached from outside through /proc/PID/root (JailedKernelManager)
+            args += ["--size", str(SOCKETS_BYTES), "--perms", "0700", "--tmpfs", self.sockets]
         # Everything else read-only, bubblewrap's own root and /dev included.
         return args + ["--chdir", str(self.scratch), "--remount-ro", "/dev", "--remount-ro", "/"]
 
@@ -193,28 +200,11 @@ class Jail:
             jail += ["--setenv", name, value]
         return [sys.executable, "-I", "-c", _LAUNCH, json.dumps(spec), *jail, *self._mounts(), "--", *argv]
 
-    def watch_bound(self, kill) -> None:  # noqa: ANN001 - kill() stops the jailed command
-        """Stop the command (``kill()``) if what is bound in from the grader's disk (the kernel's
-        socket folder) grows past 1 MiB or 100 entries: only the tmpfs around it has a quota."""
-
-        def run() -> None:
-            while not self._stop.wait(0.5):
-                entries = [
-                    Path(top) / name for top, dirs, files in os.walk(self.scratch) for name in dirs + files
-                ]
-                if len(entries) > 100 or sum(_size(e) for e in entries) > 2**20:
-                    self.breaches.append("disk")
-                    kill()
-                    return
-
-        threading.Thread(target=run, daemon=True).start()
-
     def limits_hit(self) -> list[str]:
-        return sorted(set(self.breaches + self.cgroups.hit()))
+        return self.cgroups.hit()
 
     def close(self) -> None:
         """Stop every process left in the jail and remove its cgroups and scratch folder."""
-        self._stop.set()
         self.cgroups.kill_and_remove()
         shutil.rmtree(self.scratch, ignore_errors=True)
 
@@ -246,7 +236,9 @@ def new_scratch(prefix: str) -> Path:
 
 
 def describe_exit(code: int | None, hits: list[str]) -> str:
-    """How a jailed process ended, for a status message."""
+    """How a jailed process ended, for a status message (bubblewrap ends with 128 + the signal)."""
+    if code is not None and code > 128:
+        code = 128 - code
     if hits:
         return f"it went past the {' and '.join(hits)} limit"
     if code is None:
@@ -272,23 +264,36 @@ def check(notebook, part):
 """
 
 
+SOCKETS = "/kernel"  # the kernel's socket folder, inside its jail only
+SOCKETS_BYTES = 2**20  # its tmpfs: room for the sockets, none for anything else
+
+
 class JailedKernelManager(AsyncKernelManager):
-    """A Jupyter kernel inside a :class:`Jail`, spoken to over Unix sockets in its scratch folder.
+    """A Jupyter kernel inside a :class:`Jail`, spoken to over Unix sockets in a folder of its own.
 
     TCP cannot reach into a network namespace; ZeroMQ's ``ipc`` transport goes through the
-    file system instead. Interrupts are messages (the jail does not forward signals)."""
+    file system instead. The sockets live in :data:`SOCKETS`, a 1 MiB tmpfs that exists inside
+    the jail only (charged to its memory cgroup), and the grader reaches them through
+    ``/proc/PID/root`` of a process in the jail: no folder of the grader's disk is writable
+    from inside. The connection file and the stand-in are bound in read-only. Interrupts are
+    messages (the jail does not forward signals)."""
 
     def __init__(self, **kwargs) -> None:  # noqa: ANN003 - traitlets keyword arguments
         super().__init__(**kwargs)
         options = settings.Options.from_config(self.config)  # nbclient passes the grading configuration
         self.jail = Jail(new_scratch("kernel"), limits=options.limits, confined=not options.unconfined)
+        self._finalizer = weakref.finalize(self, self.jail.close)  # even if the kernel never starts
         kernel_dir = self.jail.scratch / ".kernel"
         kernel_dir.mkdir()
         # The notebooks' hidden test cells `import autograder`; the grader itself never enters the
         # jail, so they find this stand-in, which only says where the verdict will be.
         (self.jail.scratch / "autograder.py").write_text(KERNEL_STUB)
         self.transport = "ipc"
-        self.ip = str(kernel_dir / "ipc")
+        if self.jail.confined:
+            self.jail.sockets = SOCKETS
+            self.ip = f"{SOCKETS}/ipc"  # as the kernel sees it; the grader's side is set at launch
+        else:
+            self.ip = str(kernel_dir / "ipc")
         self.connection_file = str(kernel_dir / "connection.json")
 
     @property
@@ -306,7 +311,26 @@ class JailedKernelManager(AsyncKernelManager):
         kw["env"] = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG")}
         await super()._async_launch_kernel(kernel_cmd, **kw)
         if self.jail.confined:
-            self.jail.watch_bound(self._kill_now)
+            inside = await self._process_inside()
+            self.ip = f"/proc/{inside}/root{SOCKETS}/ipc"  # the client's way in (ZeroMQ retries until bound)
+
+    async def _process_inside(self) -> int:
+        """A process in the jail's mount namespace: bubblewrap's first child."""
+        process = getattr(self.provisioner, "process", None)
+        for _ in range(600):
+            if process is None or process.poll() is not None:
+                break
+            children = _children(process.pid)
+            if children:
+                return children[0]
+            await asyncio.sleep(0.05)
+        raise RuntimeError("the kernel's jail did not start (bubblewrap made no process within 30 s)")
+
+    def why_stopped(self) -> str:
+        """Which limit stopped the kernel, or how it ended (for the notebook's status)."""
+        process = getattr(self.provisioner, "process", None)
+        code = process.poll() if process is not None else None
+        return describe_exit(code, self.jail.limits_hit())
 
     def _kill_now(self) -> None:
         process = getattr(self.provisioner, "process", None)
@@ -319,4 +343,11 @@ class JailedKernelManager(AsyncKernelManager):
     async def _async_cleanup_resources(self, restart: bool = False) -> None:
         await super()._async_cleanup_resources(restart=restart)
         if not restart:
-            self.jail.close()
+            self._finalizer()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []

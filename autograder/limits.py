@@ -7,6 +7,7 @@ let the grader make cgroups (v1 or v2), the jail falls back to rlimits alone.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -49,7 +50,7 @@ class Cgroups:
     @classmethod
     def create(cls, limits: settings.Limits) -> Cgroups:
         made = cls()
-        name = f"autograder-{uuid.uuid4().hex[:12]}"
+        name = f"{_prefix(settings.scratch_root())}{uuid.uuid4().hex[:12]}"
         for controller, parent in _cgroup_parents().items():
             folder = parent / name
             try:
@@ -85,20 +86,40 @@ class Cgroups:
 
     def kill_and_remove(self) -> None:
         for folder in self.folders.values():
-            for _ in range(50):
-                pids = [int(p) for p in _read(folder / "cgroup.procs").split()]
-                if not pids:
-                    break
-                for pid in pids:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                time.sleep(0.02)
+            _kill_and_remove(folder)
+
+
+def _prefix(scratch: Path) -> str:
+    """The name prefix of the cgroups made for jails whose scratch folders are under ``scratch``."""
+    return f"autograder-{hashlib.sha1(str(Path(scratch).resolve()).encode()).hexdigest()[:8]}-"
+
+
+def sweep_cgroups(scratch: Path) -> list[str]:
+    """Stop and remove every cgroup left by jails whose scratch folders were under ``scratch`` (a worker
+    killed mid-notebook leaves them); the names removed."""
+    removed = []
+    for parent in _cgroup_parents().values():
+        for folder in parent.glob(f"{_prefix(scratch)}*"):
+            _kill_and_remove(folder)
+            removed.append(folder.name)
+    return removed
+
+
+def _kill_and_remove(folder: Path) -> None:
+    for _ in range(50):
+        pids = [int(p) for p in _read(folder / "cgroup.procs").split()]
+        if not pids:
+            break
+        for pid in pids:
             try:
-                folder.rmdir()
-            except OSError:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
                 pass
+        time.sleep(0.02)
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 def _read(path: Path) -> str:

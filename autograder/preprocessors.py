@@ -19,6 +19,7 @@ its outputs or its own state, the grader decides from its own verdicts.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,8 +32,13 @@ from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 
 from autograder import checks, jail, settings, spec
 from autograder.repair import grade_id as _grade_id
-from autograder.repair import solution_source
+from autograder.repair import invalid_reason, solution_source
 from autograder.results import NotebookResult, PartResult, Verdict
+
+
+def _course_root(info: dict) -> Path:
+    """The course folder nbgrader is grading, from its gradebook's URL."""
+    return Path(info["db_url"].removeprefix("sqlite:///")).parent
 
 
 def _known(resources: dict) -> spec.Notebook | None:
@@ -49,13 +55,41 @@ class HiddenChecks(NbGraderPreprocessor):
         options = settings.Options.from_config(self.config)  # c.Grading: nbgrader_config.py, the command line
         if not options.unconfined:
             jail.check_available()  # no jail, no grading: a clear error, and no score is written
+        state = resources.setdefault("autograder", {})
+        why = invalid_reason(nb)
+        if why:  # RepairMetadata could not read or repair it: no code of the student's runs
+            state.update(status=("invalid notebook", why), started=time.monotonic())
+            state["verdicts"] = _Verdicts(None, notebook, Verdict("", "invalid notebook", why))
+            return nb, resources
         source = solution_source(nb, notebook)
         pool = ThreadPoolExecutor(max_workers=1)
-        future = pool.submit(checks.run_checks, {notebook.name: source}, device=options.device, seed=options.seed,
+        info = resources["nbgrader"]  # one seed per student, the same at every regrade
+        base = options.seed if options.seed is not None else settings.course_seed(_course_root(info))
+        seed = settings.student_seed(base, info["student"])
+        future = pool.submit(checks.run_checks, {notebook.name: source}, device=options.device, seed=seed,
                              limits=options.limits, confined=not options.unconfined)  # fmt: skip
         pool.shutdown(wait=False)
-        resources["autograder"] = {"verdicts": future, "started": time.monotonic()}
+        state.update(verdicts=_Verdicts(future, notebook), started=time.monotonic())
         return nb, resources
+
+
+class _Verdicts:
+    """The hidden checks' verdicts as Reconcile waits for them (``result()``): if the checks failed
+    (the grader's own error) or never ran (an invalid notebook), every part says so, and the
+    notebook still gets its row."""
+
+    def __init__(self, future, notebook: spec.Notebook, instead: Verdict | None = None) -> None:  # noqa: ANN001
+        self.future, self.notebook, self.instead = future, notebook, instead
+
+    def result(self) -> dict[str, dict[str, Verdict]]:
+        instead = self.instead
+        if self.future is not None:
+            try:
+                return self.future.result()
+            except Exception as exc:
+                instead = Verdict("", "grader error", f"grader error: {type(exc).__name__}: {str(exc)[:300]}")
+        parts = {p.name: Verdict(p.name, instead.status, instead.message) for p in self.notebook.parts}
+        return {self.notebook.name: parts}
 
 
 class JailedExecute(Execute):
@@ -74,6 +108,8 @@ class JailedExecute(Execute):
 
     def preprocess(self, nb: nbformat.NotebookNode, resources: dict, km=None) -> tuple:  # noqa: ANN001
         state = resources.setdefault("autograder", {})
+        if "status" in state:  # an invalid notebook (HiddenChecks said so): nothing to run
+            return nb, resources
         limit = self.limits.notebook_timeout
         timer = threading.Timer(limit, self._out_of_time, args=(state,))
         timer.start()
@@ -84,11 +120,11 @@ class JailedExecute(Execute):
             if "status" not in state and not any(c.get("execution_count") for c in nb.cells):
                 raise  # the kernel never ran a cell: the grader's problem, so no mark is written
             if "status" not in state:
-                hits = self.km.jail.limits_hit() if getattr(self, "km", None) else []
-                why = f" ({' and '.join(hits)} limit)" if hits else ""
-                state["status"] = ("notebook crashed", f"the kernel died{why}: {type(exc).__name__}")
+                why = self.km.why_stopped() if getattr(self, "km", None) else ""
+                state["status"] = ("notebook crashed", f"the kernel died ({why or type(exc).__name__})")
         finally:
             timer.cancel()
+        _warnings_are_not_failures(nb)
         return nb, resources
 
     def _out_of_time(self, state: dict) -> None:
@@ -112,6 +148,16 @@ class JailedExecute(Execute):
         return super().output(outs, msg, display_id, cell_index)
 
 
+def _warnings_are_not_failures(nb: nbformat.NotebookNode) -> None:
+    """nbgrader fails a graded cell that wrote to stderr; a warning is not a failure. What graded cells
+    wrote to stderr is kept, as stdout, so only an error output (an exception) fails them."""
+    for cell in nb.cells:
+        if cell.get("cell_type") == "code" and cell.get("metadata", {}).get("nbgrader", {}).get("grade"):
+            for out in cell.get("outputs", []):
+                if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                    out["name"] = "stdout"
+
+
 class Reconcile(NbGraderPreprocessor):
     """After SaveAutoGrades: the final marks from the test cells and the hidden verdicts, into the gradebook."""
 
@@ -128,8 +174,7 @@ class Reconcile(NbGraderPreprocessor):
         result = NotebookResult(notebook.name, status, 0.0, notebook.max_score, {}, list(repair_notes) + ([note] if note else []),
                                 confined=not settings.Options.from_config(self.config).unconfined)  # fmt: skip
         cells = {_grade_id(c): c for c in nb.cells if _grade_id(c)}
-        course_root = Path(info["db_url"].removeprefix("sqlite:///")).parent
-        with Gradebook(info["db_url"], settings.course_id(course_root)) as gb:
+        with Gradebook(info["db_url"], settings.course_id(_course_root(info))) as gb:
             for part in notebook.parts:
                 verdict = verdicts.get(part.name) or Verdict(
                     part.name, "error", "the hidden check did not run"
@@ -153,26 +198,41 @@ class Reconcile(NbGraderPreprocessor):
 
 
 def _part_result(part: spec.Part, verdict: Verdict, points: float, status: str, cell) -> PartResult:  # noqa: ANN001
-    """The part's result; its test cell shows the hidden check's message when it failed."""
+    """The part's result; its test cell shows the hidden check's verdict where the kernel's stand-in
+    printed its placeholder: what was checked when it passed, the mistake and a hint when it did not."""
     message, part_status = verdict.message, verdict.status
     if verdict.passed and points < part.points:
         part_status = "visible test failed" if status == "graded" else status
         message = _first_error(cell) or "the test cell did not pass"
-    if cell is not None and not verdict.passed:
-        text = f"hidden check {verdict.status}: {verdict.message}" + (
-            f"\nHint: {verdict.hint}" if verdict.hint else ""
-        )
-        cell.outputs.append(nbformat.v4.new_output("stream", name="stdout", text=text + "\n"))
-    hint = part.hint if points < part.points else ""
-    return PartResult(part.name, part.title, points, part.points, part_status, message, hint, verdict.device)
+    if cell is not None:
+        _show_verdict(cell, part, verdict)
+    hint = (verdict.hint if not verdict.passed else part.hint) if points < part.points else ""
+    mistake = None if verdict.passed else verdict.mistake
+    return PartResult(
+        part.name, part.title, points, part.points, part_status, message, hint, verdict.device, mistake
+    )
+
+
+def _show_verdict(cell, part: spec.Part, verdict: Verdict) -> None:  # noqa: ANN001
+    """Put the verdict in the test cell's output, in place of the kernel stand-in's placeholder line
+    (``hidden check <notebook>/<part>: judged by the grader ...``), or after the outputs if it never ran."""
+
+    def line(name: str) -> str:
+        if verdict.passed:
+            return f"hidden check {name} passed: {part.title}\n"
+        hint = f"Hint: {verdict.hint}\n" if verdict.hint else ""
+        return f"hidden check {name} {verdict.status}: {verdict.message}\n{hint}"
+
+    placeholder = re.compile(rf"^hidden check (\w+/{re.escape(part.name)}): .*\n?", re.MULTILINE)
+    for out in cell.outputs:
+        if out.get("output_type") == "stream" and placeholder.search(out.get("text", "")):
+            out["text"] = placeholder.sub(lambda found: line(found[1]), out["text"], count=1)
+            return
+    cell.outputs.append(nbformat.v4.new_output("stream", name="stdout", text=line(part.name)))
 
 
 def _first_error(cell) -> str | None:  # noqa: ANN001
     for out in (cell or {}).get("outputs", []):
         if out.get("output_type") == "error":
             return f"{out.get('ename')}: {str(out.get('evalue'))[:400]}"
-        if out.get("output_type") == "stream" and out.get("name") == "stderr":
-            return (
-                "the cell wrote to stderr, which nbgrader counts as a failure: " + out.get("text", "")[:200]
-            )
     return None

@@ -190,29 +190,60 @@ def test_a_kernel_in_the_jail_runs_code_and_leaves_nothing_behind() -> None:
     assert not scratch.exists()
 
 
-def test_a_kernel_filling_its_socket_folder_on_the_grader_disk_is_stopped() -> None:
-    # .kernel holds the kernel's sockets and is bound in from the grader's disk, outside the tmpfs quota.
-    code = "for i in range(10_000):\n    open(f'.kernel/f{i}', 'wb').write(bytes(2**16))\n"
+def _host_usage(folder: Path) -> tuple[int, int]:
+    """(entries, bytes) under ``folder`` on the grader's side."""
+    paths = [p for p in folder.rglob("*")] if folder.exists() else []
+    return len(paths), sum(p.lstat().st_size for p in paths)
 
-    async def run() -> tuple[bool, list[str]]:
+
+def test_the_kernel_socket_folder_has_a_quota_and_nothing_reaches_the_grader_disk() -> None:
+    # The sockets live on a 1 MiB tmpfs inside the jail; what the grader bound in (the connection
+    # file, the stand-in) is read-only. Filling the one and writing the others stops at once.
+    code = (
+        "import errno, json, os, sys\n"
+        "folder = os.path.dirname(json.load(open(sys.argv[sys.argv.index('-f') + 1]))['ip'])\n"
+        "written = 0\n"
+        "try:\n"
+        "    for i in range(10_000):\n"
+        "        open(os.path.join(folder, f'f{i}'), 'wb').write(bytes(2**16))\n"
+        "        written += 1\n"
+        "except OSError as exc:\n"
+        "    print('full', errno.errorcode[exc.errno], written)\n"
+        "for path in ('autograder.py', sys.argv[sys.argv.index('-f') + 1]):\n"
+        "    try:\n"
+        "        open(path, 'a').write('x' * 2**20)\n"
+        "        print('wrote', path)\n"
+        "    except OSError as exc:\n"
+        "        print('denied', errno.errorcode[exc.errno])\n"
+    )
+
+    async def run() -> tuple[dict, str, tuple[int, int], bool, Path]:
         km = jail.JailedKernelManager(kernel_name="python3")
         await km.start_kernel()
+        outputs: list[dict] = []
         try:
             client = km.client()
             client.start_channels()
             await client.wait_for_ready(timeout=120)
-            client.execute(code)
-            for _ in range(120):  # the watchdog kills the kernel within a second or two
-                if not await km.is_alive():
-                    break
-                await asyncio.sleep(0.5)
+            before = _host_usage(km.jail.scratch)
+            reply = await client.execute_interactive(
+                code, timeout=60, output_hook=lambda m: outputs.append(m["content"])
+            )
+            after = _host_usage(km.jail.scratch)
+            alive = await km.is_alive()
             client.stop_channels()
-            return await km.is_alive(), km.jail.limits_hit()
         finally:
             await km.shutdown_kernel(now=True)
+        assert after == before, (before, after)
+        return reply, "".join(o.get("text", "") for o in outputs), after, alive, km.jail.scratch
 
-    alive, hits = asyncio.run(run())
-    assert not alive and hits == ["disk"]
+    reply, text, usage, alive, scratch = asyncio.run(run())
+    assert reply["content"]["status"] == "ok", text
+    full, error, written = text.split("\n")[0].split()
+    assert (full, error) == ("full", "ENOSPC") and int(written) <= 16, text  # 1 MiB: 16 files of 64 KiB
+    assert text.count("denied EROFS") == 2, text
+    assert usage[1] < 64 * 2**10 and alive  # the connection file and the stand-in only; the kernel goes on
+    assert not scratch.exists()  # removed with the kernel
 
 
 NON_ROOT_PROBE = """
