@@ -59,12 +59,20 @@ def _environment() -> jinja2.Environment:
     return env
 
 
+def student_page(course_root: Path, student: str) -> Path:
+    """Where :func:`feedback` writes one student's page."""
+    return Path(course_root) / "reports" / "students" / f"{student}.html"
+
+
 def feedback(course_root: Path, results: dict[str, StudentResult]) -> list[Path]:
-    """One HTML report per student at ``feedback/<student>/<assignment>/report.html``; the paths."""
+    """One HTML page per student at ``reports/students/<student>.html``, for the instructor (or to hand out
+    where there is no nbgrader exchange, e.g. Colab with uploads); the paths. Students on nbgrader get the
+    same per-part verdicts and hints in the graded notebook, through nbgrader's own feedback; nothing here
+    goes into nbgrader's ``feedback/`` folder, which ``generate_feedback`` owns."""
     template = _environment().get_template("feedback.html.j2")
     written = []
     for student, result in sorted(results.items()):
-        path = Path(course_root) / "feedback" / student / spec.ASSIGNMENT / "report.html"
+        path = student_page(course_root, student)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(template.render(assignment=spec.ASSIGNMENT, result=result))
         written.append(path)

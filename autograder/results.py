@@ -130,6 +130,7 @@ def load_student(course_root: Path, student: str) -> StudentResult:
     root = Path(course_root)
     notebooks = {}
     scores = gradebook_marks(root, student)
+    manual = gradebook_manual(root, student)
     crash = crash_file(root, student)
     for name in spec.NOTEBOOKS:
         if crash.exists():
@@ -157,6 +158,8 @@ def load_student(course_root: Path, student: str) -> StudentResult:
         for part in spec.notebook(name).parts:  # the gradebook has the last word on marks
             if (name, part.grade_id) in scores:
                 result.parts[part.name].points = scores[name, part.grade_id]
+            if (name, part.grade_id) in manual and part.name in result.parts:
+                _mark_by_hand(result.parts[part.name], *manual[name, part.grade_id])
         result.score = sum(p.points for p in result.parts.values())
         notebooks[name] = result
     return StudentResult(student, notebooks)
@@ -180,6 +183,41 @@ def gradebook_marks(root: Path, student: str, field: str = "score") -> dict[tupl
             for grade in notebook.grades:
                 marks[name, grade.name] = float(getattr(grade, field) or 0.0)
     return marks
+
+
+MARKED_BY_HAND = "marked by the instructor"
+
+
+def _mark_by_hand(part: PartResult, score: float | None, comment: str | None) -> None:
+    """Show a formgrader score or comment as the instructor's, with what the hidden check said kept below it."""
+    said = f"\n(the autograder said: {part.status}{': ' + part.message if part.message else ''})"
+    if score is not None:
+        part.status = MARKED_BY_HAND
+        part.message = (f"Instructor's comment: {comment}" if comment else "") + said
+    elif comment:
+        part.message = f"Instructor's comment: {comment}\n{part.message}".strip()
+
+
+def gradebook_manual(root: Path, student: str) -> dict[tuple[str, str], tuple[float | None, str | None]]:
+    """``{(notebook, grade_id): (manual score or None, the instructor's comment or None)}`` for the cells
+    an instructor scored or commented on in formgrader."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    db = Path(root) / "gradebook.db"
+    if not db.exists():
+        return {}
+    out: dict[tuple[str, str], tuple[float | None, str | None]] = {}
+    with Gradebook(f"sqlite:///{db}", settings.course_id(Path(root))) as gb:
+        for name in spec.NOTEBOOKS:
+            try:
+                notebook = gb.find_submission_notebook(name, settings.ASSIGNMENT, student)
+            except MissingEntry:
+                continue
+            comments = {c.name: c.manual_comment for c in notebook.comments if c.manual_comment}
+            for grade in notebook.grades:
+                if grade.manual_score is not None or grade.name in comments:
+                    out[name, grade.name] = (grade.manual_score, comments.get(grade.name))
+    return out
 
 
 def load_class(course_root: Path, students: list[str] | None = None) -> dict[str, StudentResult]:

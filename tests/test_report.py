@@ -94,10 +94,9 @@ def test_correct_and_unsubmitted_notebooks_show_no_mistake() -> None:
 
 def test_feedback_shows_marks_hints_and_never_grader_code(tmp_path: Path, graded_class: dict) -> None:
     paths = report.feedback(tmp_path, graded_class)
-    assert paths == [
-        tmp_path / "feedback" / s / spec.ASSIGNMENT / "report.html" for s in sorted(graded_class)
-    ]
-    pages = {p.parts[-3]: p.read_text() for p in paths}
+    assert paths == [tmp_path / "reports" / "students" / f"{s}.html" for s in sorted(graded_class)]
+    assert not (tmp_path / "feedback").exists()  # nbgrader's generate_feedback owns that folder
+    pages = {p.stem: p.read_text() for p in paths}
     ben = pages["ben"]
     assert (
         "Total: 8 / 10" in ben and "adam.ipynb: 3 / 5 (graded)" in ben and "accumulation.ipynb: 5 / 5" in ben
