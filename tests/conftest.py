@@ -1,8 +1,9 @@
 """Shared fixtures. MNIST comes from the course's cache (fetched by `make test` before pytest runs).
 
 A test course (scratch copy, release, answers, nbgrader runs) is built with :mod:`tests.fixtures.course`.
-Every test module is checked for processes it leaves behind (kernels, Dask, jails): see
-:func:`_no_process_outlives_its_module`.
+Every test module is checked for processes it leaves behind (kernels, Dask, jails) and for course or
+grader variables it leaves set in ``os.environ``: see :func:`_no_process_outlives_its_module` and
+:func:`_no_setting_outlives_its_module`.
 """
 
 import os
@@ -17,6 +18,7 @@ matplotlib.use("Agg")  # tests draw figures without a screen
 # Python's own helpers, started once on first use and meant to live as long as the interpreter.
 LONG_LIVED = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
 EXIT_GRACE = 30.0  # seconds a module's processes get to finish shutting down (generous: CI is busy)
+SETTINGS_PREFIXES = ("AUTOGRADER_", "COURSE_", "NBGRADER")  # variables the course's code reads
 
 
 @pytest.fixture(autouse=True)
@@ -92,3 +94,21 @@ def _no_process_outlives_its_module(request):
         + "\n  ".join(lines),
         pytrace=False,
     )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_setting_outlives_its_module(request):
+    """Fail the module if it leaves a course or grader variable changed in os.environ (use monkeypatch)."""
+    before = {k: v for k, v in os.environ.items() if k.startswith(SETTINGS_PREFIXES)}
+    yield
+    after = {k: v for k, v in os.environ.items() if k.startswith(SETTINGS_PREFIXES)}
+    if after != before:
+        changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+        for key in changed:  # restored, so that the rest of the suite runs as it would alone
+            if key in before:
+                os.environ[key] = before[key]
+            else:
+                os.environ.pop(key, None)
+        pytest.fail(
+            f"{request.module.__name__} left {', '.join(changed)} changed in os.environ", pytrace=False
+        )
