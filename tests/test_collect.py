@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
+import tracemalloc
+import zipfile
 from pathlib import Path
 
 import nbformat
@@ -56,7 +59,7 @@ def test_collect_understands_folders_forms_and_lms_exports(tmp_path: Path, cours
     _uploads(uploads)
 
     summary = collect.collect(course, uploads)
-    assert summary.students == ["alice", "carol_smith", "dan_brown", "smithjohn"]
+    assert summary.students == ["alice", "carol_smith", "dan_brown_555", "smithjohn_1234"]
     assert summary.files == 4
     sub = course / "submitted"
     carol = sub / "carol_smith" / spec.ASSIGNMENT
@@ -64,8 +67,8 @@ def test_collect_understands_folders_forms_and_lms_exports(tmp_path: Path, cours
     assert parse_utc((carol / "timestamp.txt").read_text()).timestamp() == pytest.approx(
         parse_utc("2023-11-14 22:21:40 UTC").timestamp()
     )  # the newest upload's time, as nbgrader reads it
-    assert (sub / "dan_brown" / spec.ASSIGNMENT / "adam.ipynb").exists()
-    assert (sub / "smithjohn" / spec.ASSIGNMENT / "adam.ipynb").exists()
+    assert (sub / "dan_brown_555" / spec.ASSIGNMENT / "adam.ipynb").exists()
+    assert (sub / "smithjohn_1234" / spec.ASSIGNMENT / "adam.ipynb").exists()
     assert (sub / "alice" / spec.ASSIGNMENT / "timestamp.txt").exists()
     assert not (sub / "alice" / spec.ASSIGNMENT / "adam.ipynb").exists()  # checkpoints are not uploads
     assert len(summary.skipped) == 1 and "notes.ipynb" in summary.skipped[0] and "whose" in summary.skipped[0]
@@ -106,8 +109,10 @@ def test_collect_with_a_custom_pattern_and_clear_errors(tmp_path: Path, course: 
         collect.collect(course, uploads, r"(?P<notebook>\w+)")
     with pytest.raises(collect.CollectError, match="neither a preset"):
         collect.collect(course, uploads, r"(?P<student>s\d+")
-    assert collect.slug("  Jane  O'Neil ") == "jane_o_neil" and collect.slug("JD@uni.edu") == "jd"
-    assert collect.slug("Jane Doe") == "jane_doe"
+    assert collect.slug("  Jane  O'Neil ") == "jane_o_neil" and collect.slug("JD@uni.edu") == "jd_uni_edu"
+    assert collect.slug("Jane Doe") == "jane_doe" and collect.slug("Иван Петров") == "иван_петров"
+    long = collect.slug("x" * 500)
+    assert len(long) <= collect.MAX_ID and long != collect.slug("x" * 499 + "y")  # shortened, still apart
 
 
 def test_the_plugin_works_in_nbgraders_own_zip_collect(tmp_path: Path, course: Path) -> None:
@@ -121,7 +126,158 @@ def test_the_plugin_works_in_nbgraders_own_zip_collect(tmp_path: Path, course: P
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     sub = course / "submitted"
-    assert sorted(p.name for p in sub.iterdir()) == ["alice", "carol_smith", "dan_brown", "smithjohn"]
-    assert (sub / "dan_brown" / spec.ASSIGNMENT / "adam.ipynb").exists()
+    assert sorted(p.name for p in sub.iterdir()) == [
+        "alice",
+        "carol_smith",
+        "dan_brown_555",
+        "smithjohn_1234",
+    ]
+    assert (sub / "dan_brown_555" / spec.ASSIGNMENT / "adam.ipynb").exists()
     assert (sub / "carol_smith" / spec.ASSIGNMENT / "accumulation.ipynb").exists()
-    assert (sub / "smithjohn" / spec.ASSIGNMENT / "timestamp.txt").exists()
+    assert (sub / "smithjohn_1234" / spec.ASSIGNMENT / "timestamp.txt").exists()
+
+
+def _write(path: Path, source: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(_notebook_with(source))
+    return path
+
+
+def _source_of(course: Path, student: str, notebook: str) -> str:
+    return (
+        nbformat.read(course / "submitted" / student / spec.ASSIGNMENT / f"{notebook}.ipynb", 4)
+        .cells[0]
+        .source
+    )
+
+
+def test_distinct_students_keep_distinct_ids(tmp_path: Path, course: Path) -> None:
+    uploads = tmp_path / "uploads"
+    for number in (101, 202):  # two Moodle students with one name
+        _write(
+            uploads / f"Wei Zhang_{number}_assignsubmission_file_" / "adam.ipynb", f"class Adam: n = {number}"
+        )
+    for address in ("jd@uni.edu", "jd@gmail.com"):  # one local part, two people
+        _write(uploads / address / "adam.ipynb", f"class Adam: who = {address!r}")
+    _write(uploads / "adam - Mary-Jane Smith.ipynb", "class Adam: who = 'mj'")  # Google Forms, any script
+    _write(uploads / "adam - Иван Петров.ipynb", "class Adam: who = 'ip'")
+    _write(uploads / "Jane Doe" / "adam.ipynb", "class Adam: who = 'space'")  # two names, one reading
+    _write(uploads / "jane.doe" / "adam.ipynb", "class Adam: who = 'dot'")
+
+    summary = collect.collect(course, uploads)
+    apart = sorted(s for s in summary.students if s.startswith("jane_doe_"))
+    assert summary.students == sorted(
+        [
+            "wei_zhang_101",
+            "wei_zhang_202",
+            "jd_uni_edu",
+            "jd_gmail_com",
+            "mary_jane_smith",
+            "иван_петров",
+            *apart,
+        ]
+    )
+    assert len(apart) == 2 and summary.files == 8 and summary.skipped == []
+    assert _source_of(course, "wei_zhang_101", "adam") == "class Adam: n = 101"
+    assert _source_of(course, "wei_zhang_202", "adam") == "class Adam: n = 202"
+    assert _source_of(course, "jd_gmail_com", "adam") == "class Adam: who = 'jd@gmail.com'"
+    assert {_source_of(course, s, "adam") for s in apart} == {
+        "class Adam: who = 'space'",
+        "class Adam: who = 'dot'",
+    }
+    (collision,) = summary.notices
+    assert "'Jane Doe'" in collision and "'jane.doe'" in collision and all(s in collision for s in apart)
+    assert collect.read_notes(course)["notices"] == summary.notices
+
+    # A later collect of one of them keeps the id it was given, and a new "jane doe" (same name) is them.
+    later = tmp_path / "later"
+    _write(later / "JANE  DOE" / "adam.ipynb", "class Adam: who = 'space, again'")
+    again = collect.collect(course, later)
+    (same,) = again.students
+    assert same in apart and _source_of(course, same, "adam") == "class Adam: who = 'space, again'"
+    assert again.notices == []
+
+
+def _zip(path: Path, members: dict[str, str | bytes], links: tuple[str, ...] = ()) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zipped:
+        for name, content in members.items():
+            zipped.writestr(name, content)
+        for name in links:  # a symbolic link entry, as `zip --symlinks` stores it
+            info = zipfile.ZipInfo(name)
+            info.external_attr = 0o120777 << 16
+            zipped.writestr(info, "/etc/passwd")
+    return path
+
+
+def test_archives_links_and_unreadable_uploads_are_reported_by_name(
+    tmp_path: Path, course: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(collect, "MAX_MEMBER_BYTES", 50_000)
+    uploads = tmp_path / "uploads"
+    big = _notebook_with("def train_epoch(): pass") + " " * 60_000
+    _zip(uploads / "lab - Ana Lima.zip", {
+        "lab/adam.ipynb": _notebook_with("class Adam: who = 'ana'"),
+        "../../escaped.ipynb": _notebook_with("class Adam: pass"),
+        "/tmp/absolute.ipynb": _notebook_with("class Adam: pass"),
+        "__MACOSX/lab/._adam.ipynb": b"\x00\x05",
+        "accumulation.ipynb": big,
+    }, links=("adam (1).ipynb",))  # fmt: skip
+    _zip(uploads / "class download.zip", {  # a class's bulk download: a folder per student inside
+        "Li Na_303_assignsubmission_file_/accumulation.ipynb": _notebook_with("def train_epoch(): 'li'"),
+    })  # fmt: skip
+    (uploads / "adam - Tom Tar.tar.gz").write_bytes(b"\x1f\x8b not unpacked")
+    (uploads / "adam - Not Zip.zip").write_bytes(b"PK garbage")
+    source = ROOT / "assignments" / "source" / spec.ASSIGNMENT / "adam.ipynb"
+    (uploads / "Bob Link").mkdir()
+    (uploads / "Bob Link" / "adam.ipynb").symlink_to(source)  # the instructor's notebook, through a link
+    (uploads / "linked folder").symlink_to(source.parent, target_is_directory=True)
+    os.mkfifo(uploads / "adam - Fifo Person.ipynb")  # not a regular file: must not block collect
+
+    with caplog.at_level(logging.WARNING, logger="autograder.collect"):
+        summary = collect.collect(course, uploads)
+    assert summary.students == ["ana_lima", "li_na_303"]
+    assert _source_of(course, "ana_lima", "adam") == "class Adam: who = 'ana'"
+    assert _source_of(course, "li_na_303", "accumulation") == "def train_epoch(): 'li'"
+    assert not (course / "submitted" / "ana_lima" / spec.ASSIGNMENT / "accumulation.ipynb").exists()
+    assert not list(tmp_path.rglob("escaped.ipynb")) and not Path("/tmp/absolute.ipynb").exists()
+    assert not list((course / "submitted").rglob("._adam.ipynb"))
+
+    notices = "\n".join(summary.notices)
+    ana = next(n for n in summary.notices if "lab - Ana Lima.zip" in n)
+    assert (
+        "unpacked: lab/adam.ipynb" in ana
+        and "'../../escaped.ipynb'" in ana
+        and "'/tmp/absolute.ipynb'" in ana
+    )
+    assert (
+        "'adam (1).ipynb' (a link" in ana and "'accumulation.ipynb' (" in ana and "over the size limit" in ana
+    )
+    assert "class download.zip: an archive, unpacked: Li Na_303" in notices
+    assert "adam - Tom Tar.tar.gz: an archive that is not a .zip" in notices
+    assert "adam - Not Zip.zip: an archive that could not be read" in notices
+    assert "adam - Fifo Person.ipynb: unreadable upload" in notices
+    assert len(summary.notices) == 5
+    skipped = "\n".join(summary.skipped)
+    assert "Bob Link/adam.ipynb: a symbolic link, not followed" in skipped
+    assert "linked folder: a symbolic link, not followed" in skipped
+    assert not (course / "submitted" / "bob_link").exists()
+    assert [r.getMessage() for r in caplog.records] == [f"collect: {n}" for n in summary.notices]
+    assert collect.read_notes(course)["notices"] == summary.notices
+
+
+def test_uploads_are_streamed_not_read_whole(tmp_path: Path, course: Path) -> None:
+    uploads = tmp_path / "uploads"
+    path = _write(uploads / "adam - Big Upload.ipynb", "class Adam: pass")
+    size = 256 * 2**20
+    with open(path, "r+b") as file:  # a sparse 256 MiB file: no disk, but reading it whole costs its size
+        file.truncate(size)
+    tracemalloc.start()
+    try:
+        summary = collect.collect(course, uploads)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert summary.students == ["big_upload"]
+    assert (course / "submitted" / "big_upload" / spec.ASSIGNMENT / "adam.ipynb").stat().st_size == size
+    assert peak < 16 * 2**20, f"collect held {peak / 2**20:.0f} MiB at once"
