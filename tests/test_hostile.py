@@ -50,6 +50,7 @@ import pytest
 from autograder import spec
 from autograder.results import StudentResult, load_student
 from tests.fixtures import solutions
+from tests.fixtures.timing import scaled
 
 pytestmark = pytest.mark.slow
 
@@ -63,9 +64,9 @@ ALICE_SECRET = "alice-secret-" + secrets.token_hex(6)
 GRADER_FILES = sorted((ROOT / "autograder").glob("*.py")) + [ROOT / "assignments" / "nbgrader_config.py"]
 LIMITS = {  # small, so that the looping and hoarding students cost seconds, not minutes (c.Grading.*)
     "memory_bytes": 2 * 2**30,
-    "cell_timeout": 30,
-    "notebook_timeout": 300,
-    "part_timeout": 20,
+    "cell_timeout": round(scaled(30)),  # scaled: on a busy machine alice's honest cells must still finish
+    "notebook_timeout": round(scaled(300)),
+    "part_timeout": scaled(20),
 }
 
 
@@ -384,7 +385,7 @@ def _env(scratch: Path) -> dict[str, str]:
 def _nbgrader(args: list[str], course: Path, env: dict[str, str], log: Path, check: bool = True) -> int:
     with log.open("a") as out:
         proc = subprocess.run([str(VENV_BIN / "nbgrader"), *args], cwd=course, env=env, stdout=out,
-                              stderr=subprocess.STDOUT, timeout=900)  # fmt: skip
+                              stderr=subprocess.STDOUT, timeout=scaled(900))  # fmt: skip
     assert proc.returncode == 0 or not check, log.read_text()[-4000:]
     return proc.returncode
 
