@@ -25,7 +25,7 @@ from course_utils.models import MLP
 from course_utils.playground import OPTIMIZERS, Playground, draw_surface, plot_paths, run_optimizer
 from course_utils.plotting import moving_average, plot_loss, plot_losses
 from course_utils.quiz import Quiz, check_prediction
-from course_utils.surfaces import SURFACES
+from course_utils.surfaces import SURFACES, get_surface
 from course_utils.testing import check_against_torch
 from course_utils.training import DivergenceError, evaluate, get_device, set_seed, train, train_epoch
 
@@ -49,6 +49,7 @@ __all__ = [
     "fast_mode",
     "get_dataloaders",
     "get_device",
+    "get_surface",
     "load_mnist",
     "moving_average",
     "pick",
