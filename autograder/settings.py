@@ -85,7 +85,9 @@ class Options:
             try:
                 values[name] = kind(value) if kind is not bool else _flag(value)
             except (TypeError, ValueError):
-                raise ValueError(f"c.{SECTION}.{name} = {value!r}: expected a {kind.__name__} value") from None
+                raise ValueError(
+                    f"c.{SECTION}.{name} = {value!r}: expected a {kind.__name__} value"
+                ) from None
         limits = replace(Limits(), **{k: v for k, v in values.items() if k in _LIMITS})
         return cls(limits, **{k: v for k, v in values.items() if k in _OPTIONS})
 
