@@ -1,0 +1,117 @@
+"""A second task for lecture 7: sparse features, where per-coordinate learning rates should pay off.
+
+The documents are drawn, with a fixed seed, the way Duchi, Hazan and Singer (2011) describe the setting Adagrad was
+made for: words follow Zipf's law, so a few words occur in almost every document and most occur in a handful,
+and the label depends on the rare words only. (The frequent ones are "stop words" and carry no signal.)
+
+No file is read or downloaded: the corpus is a function of its seed and sizes, so it is the same on every machine
+(Colab included). Each document is a fixed-length list of word ids; :class:`BagOfWords` averages one learned
+vector per word (``nn.EmbeddingBag(mode="mean")``), which is logistic regression on word frequencies, and the
+gradient of every word absent from a batch is exactly zero.
+
+    >>> from course_utils.bag_of_words import BagOfWords, make_corpus
+    >>> train_loader, test_loader = make_corpus(seed=0)
+    >>> model = BagOfWords(train_loader.vocab_size)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from course_utils import config
+
+__all__ = ["BagOfWords", "DocumentLoader", "make_corpus"]
+
+
+class DocumentLoader:
+    """Batches of ``(word ids (B, L), labels (B,))``, reshuffled every epoch from ``seed + epoch`` when training."""
+
+    def __init__(
+        self, words: torch.Tensor, labels: torch.Tensor, vocab_size: int, batch_size: int, shuffle: bool, seed: int
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"Invalid batch_size: {batch_size} (must be at least 1)")
+        self.words, self.labels = words, labels  # (N, L) int64, (N,) int64
+        self.vocab_size = vocab_size
+        self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Epoch ``epoch`` draws its order from ``seed + epoch`` (``course_utils.training.train`` calls this)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-len(self.labels) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.labels)
+        if self.shuffle:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        else:
+            order = torch.arange(n)
+        for start in range(0, n, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            yield self.words[idx], self.labels[idx]
+
+
+def _zipf(vocab_size: int, exponent: float) -> torch.Tensor:
+    ranks = torch.arange(1, vocab_size + 1, dtype=torch.float64)
+    p = ranks**-exponent
+    return p / p.sum()  # (V,): word k's share of all words
+
+
+def make_corpus(
+    n_train: int | None = None,
+    n_test: int = 5000,
+    vocab_size: int = 5000,
+    doc_length: int = 40,
+    n_stop_words: int = 100,
+    exponent: float = 1.1,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> tuple[DocumentLoader, DocumentLoader]:
+    """A synthetic bag-of-words sentiment task: ``(train_loader, test_loader)``.
+
+    Every document is ``doc_length`` words drawn from a Zipf law (word k with probability ∝ k^-exponent). Each word
+    past the ``n_stop_words`` most frequent has a hidden weight of +1 or -1; the label is 1 when the document's
+    weights sum to more than zero (ties broken at random). The corpus is drawn from ``seed`` alone; the training
+    set defaults to 20,000 documents (4,000 in fast mode), the test set is ``n_test`` fresh documents.
+    """
+    n_train = n_train if n_train is not None else config.pick(20_000, 4_000)
+    if n_stop_words >= vocab_size or min(n_train, n_test, doc_length, vocab_size) < 1:
+        raise ValueError("make_corpus needs positive sizes and fewer stop words than words")
+    gen = torch.Generator().manual_seed(seed)
+    sign = torch.randint(0, 2, (vocab_size,), generator=gen) * 2 - 1  # (V,) hidden +-1 per word
+    sign[:n_stop_words] = 0  # the most frequent words carry no signal
+    p = _zipf(vocab_size, exponent)
+
+    def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        words = torch.multinomial(p, n * doc_length, replacement=True, generator=gen).view(n, doc_length)
+        score = sign[words].sum(dim=1).double() + torch.rand(n, generator=gen, dtype=torch.float64) - 0.5
+        return words, (score > 0).long()  # (n, L), (n,)
+
+    (train_words, train_labels), (test_words, test_labels) = draw(n_train), draw(n_test)
+    return (
+        DocumentLoader(train_words, train_labels, vocab_size, batch_size, shuffle=True, seed=seed),
+        DocumentLoader(test_words, test_labels, vocab_size, 1024, shuffle=False, seed=seed),
+    )
+
+
+class BagOfWords(nn.Module):
+    """Logistic regression on word frequencies: the mean of one learned vector per word, plus a bias."""
+
+    def __init__(self, vocab_size: int, n_classes: int = 2) -> None:
+        super().__init__()
+        self.embedding = nn.EmbeddingBag(vocab_size, n_classes, mode="mean")  # (V, classes)
+        self.bias = nn.Parameter(torch.zeros(n_classes))
+        self.init_params()
+
+    def init_params(self) -> None:
+        """Small random word vectors (drawn from torch's global RNG) and a zero bias."""
+        nn.init.normal_(self.embedding.weight, std=0.01)
+        nn.init.zeros_(self.bias)
+
+    def forward(self, words: torch.Tensor) -> torch.Tensor:
+        return self.embedding(words) + self.bias  # (B, L) word ids -> (B, classes) logits
