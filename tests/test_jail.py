@@ -277,3 +277,34 @@ def test_a_grader_without_root_still_jails_and_limits_processes() -> None:
     assert found["me"] != 0 and found["cgroups"] == []  # an ordinary user gets no cgroups here
     assert found["forks"] <= 16, found  # RLIMIT_NPROC: its tasks now + Limits.processes
     assert found["uid"] != 0 and not found["sees_grader"] and found["survivors"] == [], found
+
+
+def test_a_kernel_stopped_by_a_limit_says_which() -> None:
+    # Files in the scratch tmpfs are memory charged to the jail's cgroup, beyond RLIMIT_DATA's reach.
+    from traitlets.config import Config
+
+    config = Config({"Grading": {"memory_bytes": 256 * 2**20, "disk_bytes": 2**30}})
+    code = "for i in range(900):\n    open(f'f{i}', 'wb').write(bytes(2**20))\n"
+
+    async def run() -> tuple[bool, str]:
+        km = jail.JailedKernelManager(kernel_name="python3", config=config)
+        if "memory" not in km.jail.cgroups.folders:
+            await km.cleanup_resources()
+            pytest.skip("no memory cgroup here: only rlimits, which tmpfs pages escape")
+        await km.start_kernel()
+        try:
+            client = km.client()
+            client.start_channels()
+            await client.wait_for_ready(timeout=120)
+            client.execute(code)
+            for _ in range(240):
+                if not await km.is_alive():
+                    break
+                await asyncio.sleep(0.5)
+            client.stop_channels()
+            return await km.is_alive(), km.why_stopped()
+        finally:
+            await km.shutdown_kernel(now=True)
+
+    alive, why = asyncio.run(run())
+    assert not alive and why == "it went past the memory limit", why
