@@ -30,7 +30,13 @@ class DocumentLoader:
     """Batches of ``(word ids (B, L), labels (B,))``, reshuffled every epoch from ``seed + epoch`` when training."""
 
     def __init__(
-        self, words: torch.Tensor, labels: torch.Tensor, vocab_size: int, batch_size: int, shuffle: bool, seed: int
+        self,
+        words: torch.Tensor,
+        labels: torch.Tensor,
+        vocab_size: int,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"Invalid batch_size: {batch_size} (must be at least 1)")
