@@ -303,3 +303,29 @@ def test_one_leak_check_finds_solution_lines_markers_and_instructor_files(tmp_pa
     nb.cells[-1].source += "\n" + leaks.secret_lines(adam.cells)[0]
     nbformat.write(nb, release / "adam.ipynb")
     assert "adam.ipynb contains a solution or hidden-test line" in "\n".join(leaks.release_problems(scratch))
+
+
+@pytest.mark.slow
+def test_edition_keeps_the_lecture_exercises_and_the_lab_has_none(edition):
+    """Every exercise cell (statement, self-check, folded solution, hidden check) reaches students unchanged;
+    lecture solutions never enter the graded lab."""
+
+    def exercises(nb):
+        return [
+            nb.cells[i : i + 4]
+            for i, c in enumerate(nb.cells)
+            if c.cell_type == "markdown" and "**Exercise " in c.source
+        ]
+
+    kept = 0
+    for source in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        mine = exercises(nbformat.read(source, as_version=4))
+        theirs = exercises(nbformat.read(edition / "notebooks" / source.name, as_version=4))
+        assert [[c.source for c in ex] for ex in theirs] == [[c.source for c in ex] for ex in mine], (
+            source.name
+        )
+        kept += len(theirs)
+    assert kept >= 16, f"only {kept} exercises in the edition"
+    for lab in sorted((edition / "lab").glob("*.ipynb")):
+        text = "\n".join(c.source for c in nbformat.read(lab, as_version=4).cells)
+        assert "<details><summary><b>Solution" not in text and "**Exercise " not in text, lab.name
