@@ -27,6 +27,7 @@ from nbgrader.preprocessors import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the grader lives beside the course
+from autograder.environment import CheckEnvironment, CheckSetupCells  # noqa: E402
 from autograder.preprocessors import HiddenChecks, JailedExecute, Reconcile  # noqa: E402
 from autograder.repair import RepairMetadata  # noqa: E402
 
@@ -49,8 +50,10 @@ c.Autograde.sanitize_preprocessors = [
     CheckCellMetadata,
 ]
 c.Autograde.autograde_preprocessors = [
+    CheckEnvironment,  # no grading (and no score) where notebooks cannot import the course
     HiddenChecks,
     JailedExecute,
+    CheckSetupCells,  # a course setup cell that failed is the grader's error, not a 0
     IgnorePattern,
     ClearMetadataPreprocessor,
     LimitOutput,
