@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: setup data bubblewrap chromium lab test bench gpu-check lectures site release grade student-edition lint clean help
+.PHONY: setup data bubblewrap chromium proxy lab test bench gpu-check lectures site release grade student-edition lint clean help
 
 help:
 	@echo "make lab       set up (first time only) and open the lectures in JupyterLab"
@@ -49,10 +49,23 @@ chromium:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	  else echo "note: no chromium; the browser test will be skipped (apt-get install chromium chromium-driver)"; fi; }
 
+# The JupyterHub test runs JupyterHub's proxy from npm; install it when we can (CI runs as root).
+CHP_VERSION := 5.3.0
+proxy:
+	@command -v configurable-http-proxy >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    if ! command -v npm >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then \
+	      echo "Installing Debian's nodejs + npm for JupyterHub's proxy ..."; \
+	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; fi; \
+	    echo "Installing configurable-http-proxy@$(CHP_VERSION) (npm) for the JupyterHub test ..."; \
+	    npm install --global --silent configurable-http-proxy@$(CHP_VERSION) >/dev/null || \
+	      echo "note: npm could not install configurable-http-proxy; the JupyterHub test will be skipped"; \
+	  else echo "note: no configurable-http-proxy; the JupyterHub test will be skipped (npm install -g configurable-http-proxy)"; fi; }
+
 lab: setup
 	$(VENV)/bin/jupyter lab $(ROOT_FLAG) notebooks/
 
-test: setup chromium
+test: setup chromium proxy
 	$(PY) -m pytest
 
 bench: setup
