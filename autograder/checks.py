@@ -25,6 +25,7 @@ from pathlib import Path
 from autograder import jail, settings, spec
 from autograder.judge import judge
 from autograder.results import Verdict
+from autograder.sandbox import torch_adam_stubs
 
 _BOOT = """\
 import json, sys, types
@@ -82,11 +83,21 @@ def run_checks(
         if problem:
             verdicts[name] = {p.name: Verdict(p.name, *problem, p.hint, label, seed) for p in graded.parts}
         else:
-            jobs[name] = {"symbol": graded.symbol, "prelude": graded.prelude, "source": source}
+            jobs[name] = {
+                "symbol": graded.symbol,
+                "prelude": graded.prelude,
+                "source": source,
+                "guarded": graded.guarded,
+            }
     keys = [f"{name}:{p.name}" for name in jobs for p in spec.notebook(name).parts]
+    drivers = {
+        f"{name}:{p.name}": (p.driver, p.driver_args) for name in jobs for p in spec.notebook(name).parts
+    }
     while keys:  # each round runs what is left; a hang or a crash costs one part
         events, ended = _run_runner(
-            {"jobs": jobs, "seed": seed, "device": device, "parts": keys}, limits, confined
+            {"jobs": jobs, "drivers": drivers, "seed": seed, "device": device, "parts": keys},
+            limits,
+            confined,
         )
         running = None
         for event in (e for e in events if e.get("part") in keys):
@@ -287,6 +298,7 @@ def _run_runner(request: dict, limits: settings.Limits, confined: bool = True) -
     """Run the jailed runner until it ends or a part overruns; (events, how it ended)."""
     request = dict(request, modules={name: path.read_text() for name, path in _HARNESS.items()})
     cell = jail.Jail(jail.new_scratch("checks"), limits=limits, confined=confined)
+    cell.overlays = torch_adam_stubs(cell.scratch / ".torch-adam")  # torch's Adam source is not in there
     try:
         proc = subprocess.Popen(
             cell.command([sys.executable, "-I", "-c", _BOOT]),

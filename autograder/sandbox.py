@@ -1,4 +1,4 @@
-"""The hidden-check runner. It runs inside the jail, never on the grader's side.
+"""The hidden-check runner. It runs inside the jail (only :func:`torch_adam_stubs` is the grader's).
 
 :mod:`autograder.checks` sends this file's source and :mod:`autograder.cases`'s over
 stdin (the jail holds no grader file), with one request: the solution cells, the parts
@@ -6,17 +6,28 @@ to run, the seed and the device. For each part it runs the student's code on inp
 drawn from the seed and answers one JSON line: what the code did, as plain tensors and
 numbers. It never holds an expected value; the grader compares outside the jail.
 
-Before the Adam notebook's parts, every way into torch's own Adam is turned into a
-tripwire, judged by what runs and not by how the source spells it: the classes and
-functions of ``torch.optim.adam``/``adamw`` (whatever name or module they are reached
-through, their code objects are replaced) and the ``_fused_adam*`` and ``_foreach_*``
-kernels (their CPU, CUDA and meta implementations are replaced in the dispatcher, so
-``torch.ops.aten``, ``torch._C`` and ``getattr`` spellings all land on them). A subclass
-of ``torch.optim.Optimizer`` that does its own maths never touches them.
+No part may run torch's own Adam, whatever road leads there. Two barriers, judged by what
+runs and not by how the source spells it:
+
+* torch's Adam *source* is not in the checking jail. :func:`torch_adam_stubs` (grader side)
+  writes stubs that :class:`autograder.jail.Jail` binds over ``torch/optim/adam.py``,
+  ``adamw.py``, ``sparse_adam.py`` and ``_functional.py`` (there only ``sparse_adam``
+  changes) and an empty file over their cached bytecode. ``torch.optim`` still imports;
+  its ``Adam``, ``AdamW``, ``SparseAdam`` and their functional forms raise. Reading the
+  file, recompiling it or loading its ``__pycache__`` finds only the stub.
+* torch's fused Adam *kernels* (``aten::_fused_adam*``, ``_fused_adamw*``) are compiled
+  into libtorch, so :func:`install_tripwires` replaces their CPU and CUDA entries in the
+  dispatcher before any student code runs, through a registration no Python object
+  refers to: nothing in the process can take it back (short of writing its memory).
+
+torch's generic element-wise kernels (``torch._foreach_mul_`` and friends) are allowed:
+they are ordinary tensor operations, and a student's own Adam may use them. A subclass
+of ``torch.optim.Optimizer`` that does its own maths never touches either barrier.
 """
 
 from __future__ import annotations
 
+import ast
 import base64
 import io
 import json
@@ -24,10 +35,12 @@ import linecache
 import os
 import sys
 import traceback
+from pathlib import Path
 
 TRIP_MESSAGE = (
     "torch's own Adam ({}) is not allowed in the lab's Adam: write the update with ordinary tensor operations"
 )
+FUSED_KERNELS = ("aten::_fused_adam", "aten::_fused_adamw")  # op-name prefixes: in-place, functional, out=
 
 
 def _trip_code(name: str):  # noqa: ANN202 - a code object with no globals or free variables
@@ -42,35 +55,134 @@ def _trip_code(name: str):  # noqa: ANN202 - a code object with no globals or fr
     return namespace["trip"]
 
 
+# ----------------------------------------------------------------------------- grader side: the stubs
+
+_STUB_HEADER = '''"""{module} as the autograder's checking jail shows it: torch's own Adam is not here.
+
+The lab's Adam does its own maths (torch's generic element-wise ops, _foreach_* included, are fine)."""
+
+from torch.optim.optimizer import Optimizer
+
+
+def _trip(name):
+    def trip(*args, **kwargs):
+        import sys
+
+        sys.autograder_tripped = getattr(sys, "autograder_tripped", []) + [name]
+        raise RuntimeError({message!r}.format(name))
+
+    return trip
+
+'''
+_STUBS = {
+    "adam": """
+class Adam(Optimizer):
+    __init__ = _trip("torch.optim.Adam")
+    step = _trip("torch.optim.Adam.step")
+
+
+adam = _trip("torch.optim.adam.adam")
+__all__ = ["Adam", "adam"]
+""",
+    "adamw": """
+from torch.optim.adam import Adam
+
+
+class AdamW(Adam):
+    __init__ = _trip("torch.optim.AdamW")
+    step = _trip("torch.optim.AdamW.step")
+
+
+adamw = _trip("torch.optim.adamw.adamw")
+__all__ = ["AdamW", "adamw"]
+""",
+    "sparse_adam": """
+class SparseAdam(Optimizer):
+    __init__ = _trip("torch.optim.SparseAdam")
+    step = _trip("torch.optim.SparseAdam.step")
+
+
+__all__ = ["SparseAdam"]
+""",
+}
+
+
+def _functional_stub(source: str) -> str:
+    """torch/optim/_functional.py with its one Adam body, ``sparse_adam``, replaced by a tripwire (the
+    other functional forms are imported from their modules, stubs for adam and adamw)."""
+    lines = source.splitlines(keepends=True)
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.FunctionDef) and node.name == "sparse_adam":
+            first = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
+            lines[first : node.end_lineno] = ['sparse_adam = _trip("torch.optim._functional.sparse_adam")\n']
+    header = _STUB_HEADER.format(module="torch.optim._functional", message=TRIP_MESSAGE)
+    return header + "".join(lines) + 'sparse_adam = _trip("torch.optim._functional.sparse_adam")\n'
+
+
+def torch_adam_stubs(folder: Path) -> dict[str, Path]:
+    """Write the stubs into ``folder``; ``{path of torch's file: stub to bind over it}`` for the jail.
+
+    Runs on the grader's side, without importing torch. The cached bytecode of each stubbed
+    module (``__pycache__/adam.*.pyc``) gets an empty file, which Python rejects and recompiles
+    from the stub."""
+    import importlib.util
+
+    optim = Path(importlib.util.find_spec("torch").submodule_search_locations[0]).resolve() / "optim"
+    folder.mkdir(parents=True, exist_ok=True)
+    empty = folder / "empty.pyc"
+    empty.write_bytes(b"")
+    texts = {
+        name: _STUB_HEADER.format(module=f"torch.optim.{name}", message=TRIP_MESSAGE) + body
+        for name, body in _STUBS.items()
+    }
+    texts["_functional"] = _functional_stub((optim / "_functional.py").read_text())
+    overlays: dict[str, Path] = {}
+    for name, text in texts.items():
+        (folder / f"{name}.py").write_text(text)
+        overlays[str(optim / f"{name}.py")] = folder / f"{name}.py"
+        for cached in sorted((optim / "__pycache__").glob(f"{name}.*.pyc")):
+            overlays[str(cached)] = empty
+    return overlays
+
+
+# ----------------------------------------------------------------------------- inside the jail: tripwires
+
+
 def install_tripwires(torch) -> None:  # noqa: ANN001
-    """Make every road into torch's Adam raise (and be recorded in ``sys.autograder_tripped``)."""
+    """Make every road into torch's Adam that the process holds raise (and be recorded in
+    ``sys.autograder_tripped``): the fused kernels always, and, where the jail could not hide torch's
+    Adam source (grading ``--unconfined``), the functions and methods of its modules as well."""
+    import ctypes
+
     import torch.optim._functional as functional
     import torch.optim.adam as adam_module
     import torch.optim.adamw as adamw_module
+    import torch.optim.sparse_adam as sparse_adam_module
 
-    for module in (adam_module, adamw_module):
+    for module in (adam_module, adamw_module, sparse_adam_module):
         for name, value in list(vars(module).items()):
             owners = [value] if isinstance(value, type) and value.__module__ == module.__name__ else []
-            for owner in owners:  # Adam, AdamW: every method they define
+            for owner in owners:  # Adam, AdamW, SparseAdam: every method they define
                 for attr, member in list(vars(owner).items()):
                     if callable(member) and not attr.startswith("__class"):
                         _disarm(owner, attr, member, f"{owner.__name__}.{attr}")
             if callable(value) and getattr(value, "__module__", "") == module.__name__ and not owners:
                 _disarm(module, name, value, f"{module.__name__}.{name}")
-    for name in ("adam", "adamw"):
+    for name in ("adam", "adamw", "sparse_adam"):
         if hasattr(functional, name):
             setattr(functional, name, _trip_code(f"torch.optim._functional.{name}"))
-    library = torch.library.Library("aten", "IMPL")  # noqa: F841 - kept alive by the module below
-    kernel = _trip_code("a fused or _foreach_ kernel")
-    keys = ["CPU", "Meta"] + (["CUDA"] if torch.cuda.is_available() else [])
+    # The fused kernels: a raw dispatcher registration, kept alive by one leaked reference and by
+    # nothing else. torch.library.Library would leave a Python object that gc can find and destroy.
+    registration = torch._C._dispatch_library("IMPL", "aten", "", "<tripwire>", 0)
+    kernel = _trip_code("a fused Adam kernel")
     for op in torch._C._dispatch_get_all_op_names():
-        if op.startswith(("aten::_fused_adam", "aten::_foreach_")):
-            for key in keys:
+        if op.startswith(FUSED_KERNELS):
+            for key in ("CPU", "CUDA"):
                 try:
-                    library.impl(op.split("::", 1)[1], kernel, key)
+                    registration.impl(op.split("::", 1)[1], key, kernel, False)
                 except Exception:  # an overload without a kernel for this key
                     pass
-    sys.modules["torch"].__dict__.setdefault("_autograder_tripwires", []).append(library)
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(registration))
 
 
 def _disarm(owner, attr: str, member, label: str) -> None:  # noqa: ANN001
@@ -146,23 +258,17 @@ def main(request: dict, cases) -> None:  # noqa: ANN001 - the harness module, se
 
     device = torch.device(request["device"])
     _warm_up(torch, cases, device)
+    install_tripwires(torch)  # before any student code, so that none can keep a way past them
     save = torch.save
     seed = int(request["seed"])
-    drivers = {
-        "accumulation": lambda part, fn: [
-            cases.run_train_epoch(fn, seed + 101 * i, n, k, device)
-            for i, (n, k) in enumerate(cases.ACCUMULATION_CASES[part])
-        ],
-        "adam": lambda part, fn: cases.ADAM_DRIVERS[part](fn, seed, device),
-    }
     armed = False
-    for key in request["parts"]:
-        name, part = key.split(":", 1)
-        if name == "adam" and not armed:
-            install_tripwires(torch)  # for good: the Adam parts run last
-            armed = True
+    for key in request["parts"]:  # "notebook:part", with its driver in cases and the driver's arguments
+        name = key.split(":", 1)[0]
+        job = request["jobs"][name]
+        armed = armed or bool(job.get("guarded"))  # trips are reported from the guarded notebook on
         emit({"part": key, "event": "start"})
-        result = _run_part(request["jobs"][name], name, lambda fn: drivers[name](part, fn))  # noqa: B023
+        driver, kwargs = request["drivers"][key]
+        result = _run_part(job, name, lambda fn: getattr(cases, driver)(fn, seed, device, **kwargs))  # noqa: B023
         result["tripped"] = result["tripped"] if armed else []
         buffer = io.BytesIO()
         try:
