@@ -10,7 +10,7 @@ vector per word (``nn.EmbeddingBag(mode="mean")``), which is logistic regression
 gradient of every word absent from a batch is exactly zero.
 
     >>> from course_utils.bag_of_words import BagOfWords, make_corpus
-    >>> train_loader, test_loader = make_corpus(seed=0)
+    >>> train_loader, val_loader, test_loader = make_corpus(seed=0)
     >>> model = BagOfWords(train_loader.vocab_size)
 """
 
@@ -70,6 +70,7 @@ def _zipf(vocab_size: int, exponent: float) -> torch.Tensor:
 
 def make_corpus(
     n_train: int | None = None,
+    n_val: int = 5000,
     n_test: int = 5000,
     vocab_size: int = 5000,
     doc_length: int = 40,
@@ -77,16 +78,17 @@ def make_corpus(
     exponent: float = 1.1,
     batch_size: int = 64,
     seed: int = 0,
-) -> tuple[DocumentLoader, DocumentLoader]:
-    """A synthetic bag-of-words sentiment task: ``(train_loader, test_loader)``.
+) -> tuple[DocumentLoader, DocumentLoader, DocumentLoader]:
+    """A synthetic bag-of-words sentiment task: ``(train_loader, val_loader, test_loader)``.
 
     Every document is ``doc_length`` words drawn from a Zipf law (word k with probability ∝ k^-exponent). Each word
     past the ``n_stop_words`` most frequent has a hidden weight of +1 or -1; the label is 1 when the document's
     weights sum to more than zero (ties broken at random). The corpus is drawn from ``seed`` alone; the training
-    set defaults to 20,000 documents (4,000 in fast mode), the test set is ``n_test`` fresh documents.
+    set defaults to 20,000 documents (4,000 in fast mode); the validation and test sets are ``n_val`` and ``n_test``
+    further documents from the same distribution (tune on the first, report the second).
     """
     n_train = n_train if n_train is not None else config.pick(20_000, 4_000)
-    if n_stop_words >= vocab_size or min(n_train, n_test, doc_length, vocab_size) < 1:
+    if n_stop_words >= vocab_size or min(n_train, n_val, n_test, doc_length, vocab_size) < 1:
         raise ValueError("make_corpus needs positive sizes and fewer stop words than words")
     gen = torch.Generator().manual_seed(seed)
     sign = torch.randint(0, 2, (vocab_size,), generator=gen) * 2 - 1  # (V,) hidden +-1 per word
@@ -98,10 +100,11 @@ def make_corpus(
         score = sign[words].sum(dim=1).double() + torch.rand(n, generator=gen, dtype=torch.float64) - 0.5
         return words, (score > 0).long()  # (n, L), (n,)
 
-    (train_words, train_labels), (test_words, test_labels) = draw(n_train), draw(n_test)
+    train, val, test = draw(n_train), draw(n_val), draw(n_test)
     return (
-        DocumentLoader(train_words, train_labels, vocab_size, batch_size, shuffle=True, seed=seed),
-        DocumentLoader(test_words, test_labels, vocab_size, 1024, shuffle=False, seed=seed),
+        DocumentLoader(*train, vocab_size, batch_size, shuffle=True, seed=seed),
+        DocumentLoader(*val, vocab_size, 1024, shuffle=False, seed=seed),
+        DocumentLoader(*test, vocab_size, 1024, shuffle=False, seed=seed),
     )
 
 

@@ -129,9 +129,13 @@ def test_solutions_pass_and_wrong_answers_fail_the_self_checks(number: str, tmp_
 
 
 def test_bag_of_words_corpus_is_seeded_sparse_and_learnable() -> None:
-    train_loader, test_loader = make_corpus(n_train=3000, n_test=1000, seed=0)
-    again, _ = make_corpus(n_train=3000, n_test=1000, seed=0)
-    other, _ = make_corpus(n_train=3000, n_test=1000, seed=1)
+    train_loader, val_loader, test_loader = make_corpus(n_train=3000, n_val=500, n_test=1000, seed=0)
+    again, _, _ = make_corpus(n_train=3000, n_val=500, n_test=1000, seed=0)
+    other, _, _ = make_corpus(n_train=3000, n_val=500, n_test=1000, seed=1)
+    assert len(val_loader.labels) == 500 and len(test_loader.labels) == 1000
+    assert not torch.equal(val_loader.words[:500], test_loader.words[:500]), (
+        "three different sets of documents"
+    )
     assert torch.equal(train_loader.words, again.words) and torch.equal(train_loader.labels, again.labels)
     assert not torch.equal(train_loader.words, other.words)
     assert train_loader.words.shape == (3000, 40) and 0.4 < train_loader.labels.float().mean() < 0.6
