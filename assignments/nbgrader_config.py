@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the grader lives
 from autograder.environment import CheckEnvironment, CheckSetupCells  # noqa: E402
 from autograder.preprocessors import HiddenChecks, JailedExecute, Reconcile  # noqa: E402
 from autograder.repair import RepairMetadata  # noqa: E402
+from autograder.sanitize import SanitizeStudentHTML  # noqa: E402
 
 c = get_config()  # noqa: F821 - injected by nbgrader/traitlets
 
@@ -61,6 +62,7 @@ c.Autograde.autograde_preprocessors = [
     Reconcile,
     AssignLatePenalties,
     CheckCellMetadata,
+    SanitizeStudentHTML,  # last, after the grades are saved: what formgrader and the feedback render is inert
 ]
 # A cell gets at most c.Grading.cell_timeout seconds (JailedExecute sets nbgrader's Execute.timeout
 # from it; an endless loop ends as an error in that cell, the rest of the notebook still runs), and
@@ -68,6 +70,14 @@ c.Autograde.autograde_preprocessors = [
 c.Execute.interrupt_on_timeout = True
 c.LimitOutput.max_lines = 1000
 c.LimitOutput.max_traceback = 100
+
+# Student HTML is shown inert (tests/test_sanitize.py). The autograded notebook, which formgrader and
+# generate_feedback render, keeps markdown and outputs only as bleach allows them: no <script>, no on*
+# attributes, no javascript: links, no JavaScript, SVG or widget outputs (what is not allowed is shown
+# escaped, as text; autograder/sanitize.py). HTMLExporter cleans the rendered markdown and HTML again
+# wherever it reads this file.
+c.SanitizeStudentHTML.enabled = True  # nbconvert's preprocessors do nothing unless enabled
+c.HTMLExporter.sanitize_html = True
 
 # Files nbgrader should never copy around.
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", ".*"]
