@@ -177,9 +177,17 @@ def class_page(course_root: Path, results: dict[str, StudentResult], out: Path) 
         course=_course_name(Path(course_root)), assignment=spec.ASSIGNMENT, summary=summary,
         plots=_plots(summary), csv_name=csv_path.name,
         unconfined=sorted(s for s, r in results.items() if not r.confined),
+        collected=_collect_notices(course_root),
     )  # fmt: skip
     out.write_text(html)
     return out
+
+
+def _collect_notices(course_root: Path) -> list[str]:
+    """What the last collect reported by name (collisions, unreadable uploads, archives): issue 19.6."""
+    from autograder.collect import read_notes
+
+    return [str(line) for line in read_notes(Path(course_root)).get("notices") or []]
 
 
 def _course_name(root: Path) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import logging
 import os
 import subprocess
@@ -14,7 +15,7 @@ import nbformat
 import pytest
 from nbgrader.utils import parse_utc
 
-from autograder import collect, spec
+from autograder import collect, report, spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -188,6 +189,8 @@ def test_distinct_students_keep_distinct_ids(tmp_path: Path, course: Path) -> No
     (collision,) = summary.notices
     assert "'Jane Doe'" in collision and "'jane.doe'" in collision and all(s in collision for s in apart)
     assert collect.read_notes(course)["notices"] == summary.notices
+    page = report.class_page(course, {}, tmp_path / "class" / "class.html").read_text()
+    assert "Uploads to check" in page and collision in html.unescape(page)  # by name, on the class page
 
     # A later collect of one of them keeps the id it was given, and a new "jane doe" (same name) is them.
     later = tmp_path / "later"
