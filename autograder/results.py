@@ -210,7 +210,7 @@ def gradebook_manual(root: Path, student: str) -> dict[tuple[str, str], tuple[fl
     with Gradebook(f"sqlite:///{db}", settings.course_id(Path(root))) as gb:
         for name in spec.NOTEBOOKS:
             try:
-                notebook = gb.find_submission_notebook(name, settings.ASSIGNMENT, student)
+                notebook = gb.find_submission_notebook(name, spec.ASSIGNMENT, student)
             except MissingEntry:
                 continue
             comments = {c.name: c.manual_comment for c in notebook.comments if c.manual_comment}
