@@ -104,6 +104,9 @@ class JailedExecute(Execute):
         self.limits = settings.Options.from_config(self.config).limits
         self.timeout = self.limits.cell_timeout  # nbgrader's cell timeout follows c.Grading.cell_timeout
         self.startup_timeout = max(self.startup_timeout, self.limits.start_timeout)  # a busy grader starts slowly
+        # After a cell's reply, what it printed may still be in flight (a flooding cell on a busy machine):
+        # wait up to the cell's own limit for it rather than nbgrader's 4 s, which counted as a dead kernel.
+        self.iopub_timeout = max(self.iopub_timeout, self.limits.cell_timeout)
         self._bytes: dict[int, int] = {}
 
     def preprocess(self, nb: nbformat.NotebookNode, resources: dict, km=None) -> tuple:  # noqa: ANN001

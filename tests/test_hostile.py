@@ -423,7 +423,13 @@ def _tree(root: Path, skip: Callable[[Path], bool] = lambda p: False) -> dict[st
 
 def _course_outputs(rel: Path) -> bool:
     """What grading may write in a course: autograded/, the gradebook, nbgrader's log."""
-    return rel.parts[0] in ("autograded", "gradebook.db", ".nbgrader.log", "gradebook.db-journal")
+    return rel.parts[0] in (
+        "autograded",
+        "gradebook.db",
+        ".nbgrader.log",
+        "gradebook.db-journal",
+        ".autograder_seed",
+    )
 
 
 def _grades(db: Path, student: str) -> list[tuple]:
@@ -653,9 +659,11 @@ def _parts(g: Graded, student: str, name: str) -> dict[str, tuple[float, str, st
 
 
 def _full_marks_and_every_attempt_denied(
-    labels: list[str], name: str | None = None
+    labels: list[str | tuple[str, ...]], name: str | None = None
 ) -> Callable[[Graded], None]:
-    """eve's check: every attack of this kind was tried in her kernel, denied, and she keeps her marks."""
+    """eve's check: every attack of this kind was tried in her kernel, denied, and she keeps her marks.
+
+    A label may be a tuple of spellings (the grader's own paths are shown as ``<course>/...``)."""
 
     def check(g: Graded) -> None:
         for nb in (name,) if name else tuple(spec.NOTEBOOKS):
@@ -663,7 +671,10 @@ def _full_marks_and_every_attempt_denied(
             assert "HOSTILE-RAN __main__" in text, f"eve's {nb} payload never ran in the kernel"
             assert "BREACH" not in text, text[text.find("BREACH") - 200 : text.find("BREACH") + 400]
             for label in labels:
-                assert f"denied {label}" in text, f"{label!r} was not denied in eve's {nb} kernel"
+                spellings = (label,) if isinstance(label, str) else label
+                assert any(f"denied {s}" in text for s in spellings), (
+                    f"{label!r} was not denied in eve's {nb} kernel"
+                )
             result = _result(g, "eve").notebooks[nb]
             assert result.status == "graded" and result.score == 5, _parts(g, "eve", nb)
             assert all(p.status == "passed" for p in result.parts.values()), _parts(g, "eve", nb)
@@ -680,7 +691,11 @@ def _check_read_classmate(g: Graded) -> None:
 
 def _check_read_hidden_checks(g: Graded) -> None:
     _full_marks_and_every_attempt_denied(
-        ["read_hidden_checks /", "read_hidden_checks libc", "read_hidden_checks import"]
+        [
+            ("read_hidden_checks /", "read_hidden_checks <course>/"),
+            "read_hidden_checks libc",
+            "read_hidden_checks import",
+        ]
     )(g)
     secret = "def reference_train_epoch"  # in judge.py only
     assert not any(secret in text for (student, _), text in g.graded.items() if student != "alice")
@@ -720,7 +735,9 @@ def _check_daemonise(g: Graded) -> None:
 
 
 def _check_rewrite_grader(g: Graded) -> None:
-    _full_marks_and_every_attempt_denied(["rewrite_grader /", "rewrite_grader course config"])(g)
+    _full_marks_and_every_attempt_denied(
+        [("rewrite_grader /", "rewrite_grader <course>/"), "rewrite_grader course config"]
+    )(g)
     _assert_grader_untouched(g)
     assert "nbgrader_config.py" not in g.changed_course
 
