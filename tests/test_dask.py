@@ -4,11 +4,16 @@ A ``dask scheduler`` and two ``dask worker`` processes, each with its own
 ``--local-directory`` and no shared course folder, grade a small class; the CSV must be
 the one the local default gives. Then one worker is killed while it grades: the task is
 retried on the other, and the CSV is still the same.
+
+The cluster recipe in assignments/INSTRUCTOR.md is run line for line (only the folder, the
+host and the port replaced): it grades like the local default. Without its ``PYTHONPATH``
+line the grader stops before submitting anything and names the fix.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -116,7 +121,7 @@ def test_a_separate_cluster_grades_like_the_local_default(cluster, local_csv: st
     csv = _grade_and_export(_course(tmp_path), "--scheduler", address)
     assert csv == local_csv
     # the material's accumulation earns 1 mark (schedule); t counted per parameter fails every Adam part
-    assert "ada,5,5,10,10" in csv and "ben,1,0,1,10" in csv
+    assert "ada,5,5,10,10" in csv and "ben,2,3,5,10" in csv
 
 
 def test_killing_a_worker_mid_run_gives_the_same_csv(cluster, local_csv: str, tmp_path: Path) -> None:
@@ -143,3 +148,81 @@ def test_killing_a_worker_mid_run_gives_the_same_csv(cluster, local_csv: str, tm
                    cwd=ROOT, env=_env(), check=True, capture_output=True)  # fmt: skip
     assert csv.read_text() == local_csv
     assert any(w.poll() is not None for w in workers)  # one worker really died
+
+
+# ----------------------------------------------------------------------------- the documented recipe
+
+
+def _documented_recipe(port: int) -> tuple[list[str], str, str]:
+    """INSTRUCTOR.md's cluster lines: (setup lines, the scheduler's line, a worker's line), for this machine."""
+    text = (ROOT / "assignments" / "INSTRUCTOR.md").read_text()
+    block = re.search(r"<!-- dask-cluster[^>]*-->\s*```bash\n(.*?)```", text, re.S)
+    assert block, "INSTRUCTOR.md lost its dask-cluster block"
+    lines = [line for line in block.group(1).splitlines() if line.strip() and not line.startswith("#")]
+    lines = [line.replace("/path/to/optimizers-course", str(ROOT)).replace("tcp://SCHEDULER:", "tcp://127.0.0.1:")
+             .replace("8786", str(port)) for line in lines]  # fmt: skip
+    scheduler = next(line for line in lines if "dask scheduler" in line)
+    worker = next(line for line in lines if "dask worker" in line)
+    return [line for line in lines if line not in (scheduler, worker)], scheduler, worker
+
+
+def _start(setup: list[str], line: str, cwd: Path) -> subprocess.Popen:
+    """One documented line in a shell, with the course's environment on PATH and nothing else of ours."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DASK_SCHEDULER_ADDRESS")}
+    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", TQDM_DISABLE="1")
+    return subprocess.Popen(["bash", "-c", " && ".join([*setup, line])], cwd=cwd, env=env,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+
+def _stop_all(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _documented_cluster(workers: int, *, keep: tuple[str, ...] = ("PYTHONPATH",)) -> tuple[str, list]:
+    from dask.distributed import Client
+
+    port = _free_port()
+    setup, scheduler, worker = _documented_recipe(port)
+    setup = [line for line in setup if not line.startswith("export ") or any(k in line for k in keep)]
+    procs = [_start(setup, scheduler, ROOT)]
+    procs += [_start(setup, worker, ROOT) for _ in range(workers)]
+    address = f"tcp://127.0.0.1:{port}"
+    try:
+        with Client(address, timeout=120) as client:
+            client.wait_for_workers(workers, timeout=180)
+    except BaseException:
+        _stop_all(procs)
+        raise
+    return address, procs
+
+
+def test_the_documented_cluster_grades_like_the_local_default(local_csv: str, tmp_path: Path) -> None:
+    address, procs = _documented_cluster(1)
+    try:
+        csv = _grade_and_export(_course(tmp_path), "--scheduler", address)
+    finally:
+        _stop_all(procs)
+    assert csv == local_csv
+
+
+def test_a_cluster_without_the_grader_on_its_path_stops_before_grading(tmp_path: Path) -> None:
+    address, procs = _documented_cluster(1, keep=())  # the recipe without `export PYTHONPATH=$PWD`
+    root = _course(tmp_path)
+    try:
+        grade = subprocess.run([sys.executable, "-m", "autograder", "--course", str(root), "grade", "--scheduler",
+                                address], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)  # fmt: skip
+    finally:
+        _stop_all(procs)
+    out = grade.stdout + grade.stderr
+    assert grade.returncode == 2, out[-3000:]
+    assert "the scheduler cannot import autograder" in out and "cannot import autograder" in out, out[-3000:]
+    assert "PYTHONPATH=$PWD dask scheduler" in out  # the fix
+    assert not (root / "autograded").exists()  # nobody graded
