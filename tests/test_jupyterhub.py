@@ -464,3 +464,37 @@ def test_students_submit_instructor_grades_students_read_feedback(hub: dict, tmp
                     if role == "wrong":
                         page.screenshot(path=str(tmp_path / f"feedback-{name}.png"), full_page=True)
             browser.close()
+
+
+def test_permissions_script_lets_students_use_the_environment_and_nothing_else() -> None:
+    """deploy/jupyterhub/permissions.sh on a checkout-shaped folder, checked as a real student."""
+    with unix_users.unix_users(["instructor", "student"]) as users:
+        base = Path(tempfile.mkdtemp(prefix="permissions-"))
+        try:
+            base.chmod(0o755)
+            checkout, exchange = base / "optimizers-course", base / "exchange"
+            open_to_students = [
+                ".venv/bin/python",
+                "course_utils/__init__.py",
+                "data/MNIST/raw/t10k-labels-idx1-ubyte",
+            ]
+            private = ["assignments/source/optimizers_lab/adam.ipynb", "assignments/gradebook.db",
+                       "autograder/judge.py", "tests/fixtures/solutions.py", ".git/config"]  # fmt: skip
+            for rel in open_to_students + private:
+                (checkout / rel).parent.mkdir(parents=True, exist_ok=True)
+                (checkout / rel).write_text("x")
+                (checkout / rel).chmod(0o644)
+            instructor, student = users["instructor"][0], users["student"][0]
+            subprocess.run(["sh", str(DEPLOY / "permissions.sh"), instructor, str(checkout), str(exchange)],
+                           check=True, capture_output=True)  # fmt: skip
+
+            def as_student(*argv: str) -> int:
+                return subprocess.run(["runuser", "-u", student, "--", *argv], capture_output=True).returncode
+
+            assert all(as_student("cat", str(checkout / rel)) == 0 for rel in open_to_students)
+            assert all(as_student("cat", str(checkout / rel)) != 0 for rel in private)
+            assert as_student("ls", str(checkout)) != 0  # they may pass through the checkout, not list it
+            assert checkout.stat().st_uid == pwd.getpwnam(instructor).pw_uid
+            assert exchange.stat().st_mode & 0o777 == 0o777
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
