@@ -103,7 +103,9 @@ class JailedExecute(Execute):
         super().__init__(**kwargs)
         self.limits = settings.Options.from_config(self.config).limits
         self.timeout = self.limits.cell_timeout  # nbgrader's cell timeout follows c.Grading.cell_timeout
-        self.startup_timeout = max(self.startup_timeout, self.limits.start_timeout)  # a busy grader starts slowly
+        self.startup_timeout = max(
+            self.startup_timeout, self.limits.start_timeout
+        )  # a busy grader starts slowly
         # After a cell's reply, what it printed may still be in flight (a flooding cell on a busy machine):
         # wait up to the cell's own limit for it rather than nbgrader's 4 s, which counted as a dead kernel.
         self.iopub_timeout = max(self.iopub_timeout, self.limits.cell_timeout)
@@ -197,7 +199,32 @@ class Reconcile(NbGraderPreprocessor):
         result.score = sum(p.points for p in result.parts.values())
         result.seconds = round(time.monotonic() - state.get("started", time.monotonic()), 2)
         nb.metadata[settings.RESULT_KEY] = result.to_dict()
+        _hide_grader_paths(nb)
         return nb, resources
+
+
+def _hide_grader_paths(nb: nbformat.NotebookNode) -> None:
+    """Tracebacks as students may see them (formgrader, nbgrader's feedback): the grader's checkout, its
+    Python and its scratch folders become short placeholders; the student's own cells are untouched."""
+    import sys
+
+    places = sorted(
+        {(str(settings.REPO_ROOT), "<course>"), (sys.prefix, "<python>"), (str(settings.scratch_root()), "<scratch>")},
+        key=lambda pair: -len(pair[0]),
+    )  # fmt: skip
+
+    def hide(text: str) -> str:
+        for place, label in places:
+            text = text.replace(place, label)
+        return text
+
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                out["traceback"] = [hide(line) for line in out.get("traceback", [])]
+                out["evalue"] = hide(str(out.get("evalue", "")))
+            elif out.get("output_type") == "stream":
+                out["text"] = hide(out.get("text", ""))
 
 
 def _part_result(part: spec.Part, verdict: Verdict, points: float, status: str, cell) -> PartResult:  # noqa: ANN001

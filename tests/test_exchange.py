@@ -36,11 +36,11 @@ COURSE_ID = "optimizers-course"
 ANSWERS = {  # which student solves what: one correct, one with known mistakes
     "good": {"accumulation": solutions.ACCUMULATION, "adam": solutions.ADAM},
     "wrong": {
-        "accumulation": solutions.ACCUMULATION_MISTAKES["loss_not_scaled"][0],  # fails 2 of 5
+        "accumulation": solutions.ACCUMULATION_MISTAKES["loss_not_scaled"][0],  # fails 1 of 5
         "adam": solutions.ADAM_MISTAKES["decoupled_weight_decay"][0],  # fails 1 of 5
     },
 }
-EXPECTED = {"good": (5.0, 5.0), "wrong": (3.0, 4.0)}  # (accumulation, adam)
+EXPECTED = {"good": (5.0, 5.0), "wrong": (4.0, 4.0)}  # (accumulation, adam)
 
 
 def _solve(folder: Path, answers: dict[str, str]) -> None:
