@@ -127,14 +127,17 @@ _MISTAKES = (
             "zero_grad() must set every param.grad to None (or zero it in place), or backward() adds the "
             "new gradient to the old one"),
     Mistake("decay_decoupled", "adam", "weight decay decoupled (AdamW-style)",
-            "Adam's weight_decay is part of the objective, so its gradient joins g before m and v; shrinking "
-            "the weights directly, outside the moments, is a different optimizer"),
+            "your step shrinks the weights outside m and v. Write the condition under which your step is zero "
+            "and compare it with the stationary condition of loss + (weight_decay / 2) * ||param||**2: are "
+            "they the same equation?"),
     Mistake("decay_ignored", "adam", "weight_decay ignored",
             "weight_decay must change the steps: write the objective with the penalty, and differentiate it"),
     Mistake("decay_doubled", "adam", "weight decay twice Adam's",
-            "differentiate (weight_decay / 2) * ||param||**2 again, carefully: what is its gradient?"),
+            "give a parameter a zero loss gradient: how far does your step move it, and how far does the "
+            "gradient of the objective say it should?"),
     Mistake("decay_halved", "adam", "weight decay half Adam's",
-            "differentiate (weight_decay / 2) * ||param||**2 again, carefully: what is its gradient?"),
+            "give a parameter a zero loss gradient: how far does your step move it, and how far does the "
+            "gradient of the objective say it should?"),
     Mistake("delegated", "adam", "delegated to torch's Adam",
             "write the update with ordinary tensor operations (torch._foreach_* and subclassing "
             "torch.optim.Optimizer are fine; torch's own Adam code is not)"),
