@@ -8,7 +8,7 @@ instructor's own Jupyter, :func:`check` runs the hidden checks live, in a jail.
 
 from __future__ import annotations
 
-from autograder import spec
+from autograder import settings, spec
 
 
 class HiddenTestFailure(AssertionError):
@@ -32,6 +32,10 @@ def _solution_from_history(nb: spec.Notebook) -> str | None:
     return next((source for source in reversed(history[:-1]) if defines(source, nb.symbol)), None)
 
 
+def _course_options() -> settings.Options:
+    return settings.Options.from_config(settings.course_config())
+
+
 def check(notebook: str, part: str) -> None:
     """The hidden test of one graded part, run live: one line on success, else a HiddenTestFailure with a hint."""
     from autograder.checks import run_checks
@@ -40,7 +44,9 @@ def check(notebook: str, part: str) -> None:
     nb.part(part)  # a clear KeyError for a typo in a test cell
     source = _solution_from_history(nb)
     if (notebook, source) not in _CACHE:
-        _CACHE[notebook, source] = run_checks({notebook: source})[notebook]
+        run = _course_options()  # c.Grading in the course's nbgrader_config.py, as when grading
+        _CACHE[notebook, source] = run_checks({notebook: source}, device=run.device, limits=run.limits,
+                                              confined=not run.unconfined)[notebook]  # fmt: skip
     verdict = _CACHE[notebook, source][part]
     where = f" on {verdict.device}" if verdict.device else ""
     if verdict.passed:
