@@ -94,7 +94,9 @@ def _report(root: Path) -> None:
     results = load_class(root)
     paths = report.feedback(root, results)
     page = report.class_page(root, results, root / "reports" / "class.html")
-    print(f"wrote {len(paths)} feedback report(s) under {root / 'feedback'} and the class page {page}")
+    print(
+        f"wrote {len(paths)} student page(s) under {root / 'reports' / 'students'} and the class page {page}"
+    )
 
 
 def _check(path: Path, run: settings.Options) -> int:
