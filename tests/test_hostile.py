@@ -742,31 +742,32 @@ def _check_rewrite_grader(g: Graded) -> None:
     assert "nbgrader_config.py" not in g.changed_course
 
 
+# mallory's train_epoch does not scale the loss: it loses exactly the parts about that idea
+_, _, GUARDED_LOSES = solutions.ACCUMULATION_MISTAKES["loss_not_scaled"]
+GUARDED_SCORE = spec.ACCUMULATION.max_score - sum(
+    p.points for p in spec.ACCUMULATION.parts if p.name in GUARDED_LOSES
+)
+
+
 def _check_patch_checks(g: Graded) -> None:
-    # mallory's train_epoch does not scale the loss: patched checks must not turn that into marks
+    # patched checks must not turn the wrong train_epoch into marks
     parts = _parts(g, "mallory", "accumulation")
-    assert {p: v[0] for p, v in parts.items()} == {
-        "plain": 1,
-        "schedule": 1,
-        "group_gradient": 0,
-        "partial_group": 0,
-        "losses": 1,
-    }, parts
-    assert parts["group_gradient"][1] == parts["partial_group"][1] == "failed", parts
+    assert {p for p, v in parts.items() if v[0] == 0} == GUARDED_LOSES, parts
+    assert all(parts[p][1] == "failed" for p in GUARDED_LOSES), parts
 
 
 def _check_name_guard(g: Graded) -> None:
     # the guard does not hide the wrong train_epoch from the hidden checks: it is graded as written
     result = _result(g, "mallory").notebooks["accumulation"]
-    assert result.status == "graded" and result.score == 3, _parts(g, "mallory", "accumulation")
-    for part in ("group_gradient", "partial_group"):
+    assert result.status == "graded" and result.score == GUARDED_SCORE, _parts(g, "mallory", "accumulation")
+    for part in GUARDED_LOSES:
         assert result.parts[part].message and result.parts[part].hint, _parts(g, "mallory", "accumulation")
 
 
 def _check_flood_output(g: Graded) -> None:
     assert g.sizes["mallory", "accumulation"] < 2 * 2**20, g.sizes
     assert "output truncated" in g.graded["mallory", "accumulation"]
-    assert _result(g, "mallory").notebooks["accumulation"].score == 3  # the flood itself costs nothing
+    assert _result(g, "mallory").notebooks["accumulation"].score == GUARDED_SCORE  # the flood costs nothing
 
 
 def _check_delegate_fused(g: Graded) -> None:
