@@ -191,7 +191,7 @@ class Reconcile(NbGraderPreprocessor):
                 cell_points = float(grade.auto_score or 0.0) if status == "graded" else 0.0
                 points = min(cell_points, part.points) if verdict.passed else 0.0
                 result.parts[part.name] = _part_result(
-                    part, verdict, points, status, cells.get(part.grade_id)
+                    part, verdict, points, status, cells.get(part.grade_id), notebook.name
                 )
                 grade.auto_score = points
                 grade.needs_manual_grade = False
@@ -227,7 +227,9 @@ def _hide_grader_paths(nb: nbformat.NotebookNode) -> None:
                 out["text"] = hide(out.get("text", ""))
 
 
-def _part_result(part: spec.Part, verdict: Verdict, points: float, status: str, cell) -> PartResult:  # noqa: ANN001
+def _part_result(
+    part: spec.Part, verdict: Verdict, points: float, status: str, cell, notebook: str
+) -> PartResult:  # noqa: ANN001
     """The part's result; its test cell shows the hidden check's verdict where the kernel's stand-in
     printed its placeholder: what was checked when it passed, the mistake and a hint when it did not."""
     message, part_status = verdict.message, verdict.status
@@ -235,7 +237,7 @@ def _part_result(part: spec.Part, verdict: Verdict, points: float, status: str, 
         part_status = "visible test failed" if status == "graded" else status
         message = _first_error(cell) or "the test cell did not pass"
     if cell is not None:
-        _show_verdict(cell, part, verdict)
+        _show_verdict(cell, part, verdict, notebook)
     hint = (verdict.hint if not verdict.passed else part.hint) if points < part.points else ""
     mistake = None if verdict.passed else verdict.mistake
     return PartResult(
@@ -243,7 +245,7 @@ def _part_result(part: spec.Part, verdict: Verdict, points: float, status: str, 
     )
 
 
-def _show_verdict(cell, part: spec.Part, verdict: Verdict) -> None:  # noqa: ANN001
+def _show_verdict(cell, part: spec.Part, verdict: Verdict, notebook: str) -> None:  # noqa: ANN001
     """Put the verdict in the test cell's output, in place of the kernel stand-in's placeholder line
     (``hidden check <notebook>/<part>: judged by the grader ...``), or after the outputs if it never ran."""
 
@@ -258,7 +260,7 @@ def _show_verdict(cell, part: spec.Part, verdict: Verdict) -> None:  # noqa: ANN
         if out.get("output_type") == "stream" and placeholder.search(out.get("text", "")):
             out["text"] = placeholder.sub(lambda found: line(found[1]), out["text"], count=1)
             return
-    cell.outputs.append(nbformat.v4.new_output("stream", name="stdout", text=line(part.name)))
+    cell.outputs.append(nbformat.v4.new_output("stream", name="stdout", text=line(f"{notebook}/{part.name}")))
 
 
 def _first_error(cell) -> str | None:  # noqa: ANN001

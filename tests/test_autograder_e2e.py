@@ -19,7 +19,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder import leaks, settings, spec
+from autograder import leaks, report, settings, spec
 from autograder.__main__ import release
 from autograder.results import load_class
 from tests.fixtures import solutions
@@ -35,12 +35,25 @@ EXPECTED = {
     "alice": (5, 5),  # correct
     "bob": (0, 0),  # the released stubs, untouched
     "carol_smith": (5, 5),  # Google Forms uploads; an older stub is superseded
-    "dave": (1, 0),  # the course material's own answers
-    "erin": (2, 4),  # no step for the final partial group; weight decay decoupled as in AdamW
+    "dave": (2, 1),  # the course material's own answers (several mistakes each)
+    "erin": (4, 4),  # no step for the final partial group; weight decay decoupled as in AdamW
     "frank": (5, 5),  # Colab round trip: metadata stripped, "Copy of ..." names
-    "gina": (3, 2),  # duplicated, deleted, flooding, exiting and looping cells; NaN-producing Adam
+    "gina": (4, 0),  # duplicated, deleted, flooding, exiting and looping cells; NaN-producing Adam
     "hank": (0, 0),  # invalid JSON; a notebook that kills its kernel
+    # Issue 18's table: one mistake each, which costs only the parts about its idea.
+    "ivy": (5, 5),  # correct, Adam as a torch.optim.Optimizer subclass
+    "jon": (4, 3),  # loss not divided by the group size; no bias correction
+    "kim": (3, 3),  # a step after every batch; t counted per parameter
 }
+# student -> {notebook: {part: mistake code}}: the parts each one loses, and the mistake each names
+LOST = {
+    "erin": {"accumulation": {"partial_group": "last_group_dropped"}, "adam": {"weight_decay": "decay_decoupled"}},
+    "jon": {"accumulation": {"group_gradient": "loss_not_divided"},
+            "adam": {"first_step": "no_bias_correction", "many_steps": "no_bias_correction"}},
+    "kim": {"accumulation": {"schedule": "step_every_batch", "group_gradient": "step_every_batch"},
+            "adam": {"first_step": "t_per_parameter", "many_steps": "t_per_parameter"}},
+    "ivy": {"accumulation": {}, "adam": {}},
+}  # fmt: skip
 
 
 def _env(extra: dict | None = None) -> dict:
@@ -118,6 +131,15 @@ def _make_uploads(course: Path, folder: Path) -> None:
     nb.cells.append(nbformat.v4.new_code_cell("while True:\n    pass"))
     _write(nb, folder / "gina" / "adam.ipynb")
 
+    one_mistake = {
+        "ivy": (good["accumulation"], solutions.ADAM_SUBCLASS),
+        "jon": (solutions.ACCUMULATION_MISTAKES["loss_not_scaled"][0], solutions.ADAM_MISTAKES["no_bias_correction"][0]),
+        "kim": (solutions.ACCUMULATION_MISTAKES["step_every_batch"][0], solutions.ADAM_MISTAKES["t_per_parameter"][0]),
+    }  # fmt: skip
+    for student, answers in one_mistake.items():
+        for name, answer in zip(NB, answers):
+            _write(_answer(course, name, answer), folder / student / f"{name}.ipynb")
+
     (folder / "hank").mkdir()
     (folder / "hank" / "accumulation.ipynb").write_text('{"cells": [ {"cell_type": "code", ')
     nb = _answer(course, "adam", good["adam"])
@@ -171,8 +193,62 @@ def test_statuses_explain_what_went_wrong(graded: tuple) -> None:
     assert "NaN" in gina["adam"].parts["first_step"].message
     dave = results["dave"].notebooks["accumulation"].parts
     assert dave["schedule"].points == 1 and dave["group_gradient"].status == "failed"
+    assert results["dave"].notebooks["adam"].parts["training_loop"].mistake == "used_up_generator"
     assert all(p.device for p in results["alice"].notebooks["adam"].parts.values())
     assert all(r.confined for r in results.values() if r.student_id != "hank")
+
+
+@pytest.mark.parametrize("student", sorted(LOST))
+def test_one_mistake_loses_only_its_parts_and_names_itself(graded: tuple, student: str) -> None:
+    """Marks per part, from the gradebook and the graded notebooks, as every report reads them."""
+    course, _, _ = graded
+    result = load_class(course, [student])[student]
+    for name, lost in LOST[student].items():
+        parts = result.notebooks[name].parts
+        assert {p: r.mistake for p, r in parts.items() if not r.full_marks} == lost, {
+            p: r.message for p, r in parts.items()
+        }
+        for part, code in lost.items():
+            assert (
+                parts[part].hint == spec.MISTAKES[code].hint
+                and spec.MISTAKES[code].label in parts[part].message
+            )
+
+
+def test_graded_notebooks_say_what_each_hidden_check_found(graded: tuple) -> None:
+    """The test cells' outputs, which formgrader and nbgrader's feedback show, carry the verdicts."""
+    course, _, _ = graded
+    path = course / "autograded" / "jon" / spec.ASSIGNMENT / "adam.ipynb"
+    outputs = {
+        c.metadata["nbgrader"]["grade_id"]: "".join(o.get("text", "") for o in c.outputs)
+        for c in nbformat.read(path, as_version=4).cells
+        if c.metadata.get("nbgrader", {}).get("grade_id", "").startswith("test_")
+    }
+    assert "judged by the grader outside this notebook" not in "".join(outputs.values())
+    assert (
+        f"hidden check adam/training_loop passed: {spec.ADAM.part('training_loop').title}"
+        in outputs["test_adam_training_loop"]
+    )
+    for graded_nb in (course / "autograded").glob(f"*/{spec.ASSIGNMENT}/*.ipynb"):  # no grader paths
+        shown = [o for c in nbformat.read(graded_nb, as_version=4).cells for o in c.get("outputs", [])]
+        assert str(ROOT) not in str(shown) and sys.prefix not in str(shown), graded_nb
+    first = outputs["test_adam_first_step"]
+    assert "hidden check adam/first_step failed" in first and "no bias correction" in first
+    assert f"Hint: {spec.MISTAKES['no_bias_correction'].hint}" in first
+
+
+def test_a_regrade_keeps_every_students_inputs_and_messages(graded: tuple) -> None:
+    """One seed per student and course: feedback a student already has stays true after a regrade."""
+    course, _, _ = graded
+    before = {p: r.message for p, r in load_class(course, ["jon"])["jon"].notebooks["adam"].parts.items()}
+    proc = subprocess.run(
+        [sys.executable, "-m", "autograder", "--course", str(course), "grade", "jon", "--workers", "1",
+         "--part-timeout", f"{scaled(60):.0f}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=scaled(900), env=_env(),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    after = {p: r.message for p, r in load_class(course, ["jon"])["jon"].notebooks["adam"].parts.items()}
+    assert after == before and "off by up to" in after["first_step"]
 
 
 def test_feedback_has_hints_and_no_hidden_code(graded: tuple) -> None:
@@ -180,11 +256,12 @@ def test_feedback_has_hints_and_no_hidden_code(graded: tuple) -> None:
     secret = [line.strip() for line in solutions.ACCUMULATION.splitlines() + solutions.ADAM.splitlines()
               if len(line.strip()) > 25]  # fmt: skip
     for student in EXPECTED:
-        text = (course / "feedback" / student / spec.ASSIGNMENT / "report.html").read_text()
+        text = report.student_page(course, student).read_text()
         assert "autograder.check" not in text and "HIDDEN TESTS" not in text
         assert not [line for line in secret if line in text]
-    dave = (course / "feedback" / "dave" / spec.ASSIGNMENT / "report.html").read_text()
-    assert "Hint:" in dave and "Total: 1 / 10" in dave
+    dave = report.student_page(course, "dave").read_text()
+    assert "Hint:" in dave and "Total: 3 / 10" in dave
+    assert not (course / "feedback").exists()  # nbgrader's generate_feedback owns that folder
 
 
 def test_gradebook_holds_the_same_scores(graded: tuple) -> None:
