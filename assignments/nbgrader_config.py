@@ -27,10 +27,10 @@ from nbgrader.preprocessors import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the grader lives beside the course
-from autograder.environment import CheckEnvironment, CheckSetupCells  # noqa: E402
-from autograder.preprocessors import HiddenChecks, JailedExecute, Reconcile  # noqa: E402
-from autograder.repair import RepairMetadata  # noqa: E402
-from autograder.sanitize import SanitizeStudentHTML  # noqa: E402
+from autograder.environment import CheckEnvironment, CheckSetupCells
+from autograder.preprocessors import HiddenChecks, JailedExecute, Reconcile
+from autograder.repair import RepairMetadata
+from autograder.sanitize import SanitizeStudentHTML
 
 c = get_config()  # noqa: F821 - injected by nbgrader/traitlets
 

@@ -24,7 +24,7 @@ _CACHE: dict[tuple[str, str | None], dict] = {}
 def _solution_from_history(nb: spec.Notebook) -> str | None:
     """The latest executed cell that defines the notebook's function or class (IPython history)."""
     try:
-        history = get_ipython().user_ns.get("In", [])  # type: ignore[name-defined]  # noqa: F821
+        history = get_ipython().user_ns.get("In", [])  # type: ignore[name-defined]
     except NameError:
         return None
     from autograder.repair import defines

@@ -90,7 +90,7 @@ class CountingBatches:
     def __len__(self) -> int:
         return len(self._data)
 
-    def __iter__(self):  # noqa: ANN204
+    def __iter__(self):
         for item in self._data:
             self.taken += 1
             yield item
@@ -99,7 +99,7 @@ class CountingBatches:
 class RecordingSGD:
     """Plain SGD that records, at every ``step()``, how many batches had been taken and the gradients."""
 
-    def __init__(self, params, batches_seen: CountingBatches, lr: float = LR_SGD) -> None:  # noqa: ANN001
+    def __init__(self, params, batches_seen: CountingBatches, lr: float = LR_SGD) -> None:
         self.params = list(params)
         self.param_groups = [{"params": self.params, "lr": lr}]
         self.lr = lr
@@ -115,7 +115,7 @@ class RecordingSGD:
                 p.grad.zero_()
 
     @torch.no_grad()
-    def step(self, closure=None) -> None:  # noqa: ANN001
+    def step(self, closure=None) -> None:
         self.steps.append(self.seen.taken)
         self.grads.append(
             [None if p.grad is None else p.grad.detach().to("cpu", copy=True) for p in self.params]
@@ -138,7 +138,7 @@ def plain_values(value: object) -> dict:
     return {"type": type(value).__name__, "values": None, "length": None}
 
 
-def run_train_epoch(train_epoch, seed: int, n: int, k: int, device: torch.device) -> dict:  # noqa: ANN001
+def run_train_epoch(train_epoch, seed: int, n: int, k: int, device: torch.device) -> dict:
     """Run any ``train_epoch(iterator, model, optimizer, criterion, device, k)`` and record what it did."""
     model = tiny_model(seed, device)
     data = CountingBatches(batches(seed, n))
@@ -159,7 +159,7 @@ def case_seed(seed: int, i: int) -> int:
     return seed + 101 * i
 
 
-def run_train_epochs(train_epoch, seed: int, device: torch.device, cases: tuple) -> list[dict]:  # noqa: ANN001
+def run_train_epochs(train_epoch, seed: int, device: torch.device, cases: tuple) -> list[dict]:
     """The accumulation parts' driver: one recorded epoch per ``(n_batches, accumulation_steps)`` case."""
     return [run_train_epoch(train_epoch, case_seed(seed, i), n, k, device) for i, (n, k) in enumerate(cases)]
 
@@ -171,11 +171,11 @@ def run_train_epochs(train_epoch, seed: int, device: torch.device, cases: tuple)
 # judge can compare the student's code with itself: a mistake in the maths does not fail them.
 
 
-def _snapshot(params) -> list[torch.Tensor]:  # noqa: ANN001
+def _snapshot(params) -> list[torch.Tensor]:
     return [p.detach().to("cpu", copy=True) for p in params]
 
 
-def _feed(opt, params: list[torch.Tensor], grads: list[list[torch.Tensor]], before=None, after=None) -> list:  # noqa: ANN001
+def _feed(opt, params: list[torch.Tensor], grads: list[list[torch.Tensor]], before=None, after=None) -> list:
     """Give ``opt`` each step's gradients (no zero_grad) and record the parameters after every step.
 
     ``before(params, grads)`` may change the gradients just before each step (it returns the ones
@@ -193,7 +193,7 @@ def _feed(opt, params: list[torch.Tensor], grads: list[list[torch.Tensor]], befo
     return trajectory
 
 
-def _trajectories(adam_cls, seed: int, device: torch.device, settings: tuple[dict, ...], steps: int) -> dict:  # noqa: ANN001
+def _trajectories(adam_cls, seed: int, device: torch.device, settings: tuple[dict, ...], steps: int) -> dict:
     """One trajectory of ``steps`` steps per hyperparameter setting, each from its own parameters and gradients."""
     out = []
     for i, hparams in enumerate(settings):
@@ -202,16 +202,16 @@ def _trajectories(adam_cls, seed: int, device: torch.device, settings: tuple[dic
     return {"trajectories": out}
 
 
-def run_first_step(adam_cls, seed: int, device: torch.device) -> dict:  # noqa: ANN001
+def run_first_step(adam_cls, seed: int, device: torch.device) -> dict:
     params = adam_params(seed, device)
     return {"params": _feed(adam_cls(params, lr=0.01), params, adam_grads(seed, 1, device))[0]}
 
 
-def run_many_steps(adam_cls, seed: int, device: torch.device) -> dict:  # noqa: ANN001
+def run_many_steps(adam_cls, seed: int, device: torch.device) -> dict:
     return _trajectories(adam_cls, seed, device, ADAM_SETTINGS, ADAM_STEPS)
 
 
-def probe(adam_cls, seed: int, device: torch.device) -> dict:  # noqa: ANN001
+def probe(adam_cls, seed: int, device: torch.device) -> dict:
     """One default step from the same parameters with a gradient G, with -G and with 2G: the judge
     checks that the student's update moves the parameters, and that how it moves them depends on
     the gradient, before it judges any idea relative to that update."""
@@ -223,7 +223,7 @@ def probe(adam_cls, seed: int, device: torch.device) -> dict:  # noqa: ANN001
     return out
 
 
-def run_training_loop(adam_cls, seed: int, device: torch.device, steps: int = 5) -> dict:  # noqa: ANN001
+def run_training_loop(adam_cls, seed: int, device: torch.device, steps: int = 5) -> dict:
     """The loop students write: ``Adam(model.parameters())`` (a generator), then zero_grad(),
     backward() and step() for every batch; and the same class given a list, with the driver
     clearing the gradients itself. Records both trajectories and the parameters whose gradient
@@ -253,17 +253,17 @@ def run_training_loop(adam_cls, seed: int, device: torch.device, steps: int = 5)
             "probe": probe(adam_cls, seed, device)}  # fmt: skip
 
 
-def _coupled(scale: float, wd: float):  # noqa: ANN202
+def _coupled(scale: float, wd: float):
     """Gradients with ``scale * wd * param`` added, as the penalty (wd / 2) * ||param||**2 would add."""
 
-    def before(params, grads):  # noqa: ANN001, ANN202
+    def before(params, grads):
         return [g + scale * wd * p.detach() for p, g in zip(params, grads)]
 
     return before
 
 
-def _shrink(lr: float, wd: float):  # noqa: ANN202
-    def shrink(params, grads=None):  # noqa: ANN001, ANN202
+def _shrink(lr: float, wd: float):
+    def shrink(params, grads=None):
         with torch.no_grad():
             for p in params:
                 p.mul_(1 - lr * wd)
@@ -284,7 +284,7 @@ DECAY_RUNS = (
 )
 
 
-def run_weight_decay(adam_cls, seed: int, device: torch.device) -> dict:  # noqa: ANN001
+def run_weight_decay(adam_cls, seed: int, device: torch.device) -> dict:
     """Per setting: the student's class with ``weight_decay=wd``, and the same class with
     ``weight_decay=0`` fed each way of :data:`DECAY_RUNS` (the coupled penalty first)."""
     runs = {key: [] for key in ("student", *DECAY_RUNS)}
@@ -313,7 +313,7 @@ def run_weight_decay(adam_cls, seed: int, device: torch.device) -> dict:  # noqa
     return {**runs, "probe": probe(adam_cls, seed, device)}
 
 
-def state_tensors(obj, depth: int = 0, seen: set | None = None) -> list[torch.Tensor]:  # noqa: ANN001
+def state_tensors(obj, depth: int = 0, seen: set | None = None) -> list[torch.Tensor]:
     """Every tensor an optimizer object keeps, looking a few levels into lists, tuples and dicts."""
     seen = set() if seen is None else seen
     if id(obj) in seen or depth > 4:
@@ -335,7 +335,7 @@ def state_tensors(obj, depth: int = 0, seen: set | None = None) -> list[torch.Te
     return out
 
 
-def misplaced_state(opt, params) -> list[str]:  # noqa: ANN001
+def misplaced_state(opt, params) -> list[str]:
     """Descriptions of state tensors that are not on the parameters' device or not of their dtype."""
     param_ids = {id(p) for p in params}
     device, dtype = params[0].device, params[0].dtype
@@ -348,13 +348,13 @@ def misplaced_state(opt, params) -> list[str]:  # noqa: ANN001
     return bad
 
 
-def per_parameter_state(opt, params) -> list[int]:  # noqa: ANN001
+def per_parameter_state(opt, params) -> list[int]:
     """The parameters (by index) for which the optimizer keeps no tensor of the parameter's shape."""
     shapes = [tuple(t.shape) for t in state_tensors(opt) if t.dim() > 0 and all(t is not p for p in params)]
     return [q for q, p in enumerate(params) if tuple(p.shape) not in shapes]
 
 
-def run_device_state(adam_cls, seed: int, device: torch.device, steps: int = 10) -> dict:  # noqa: ANN001
+def run_device_state(adam_cls, seed: int, device: torch.device, steps: int = 10) -> dict:
     """float64 parameters on the grading device, then (on a CPU-only machine) parameters on the
     meta device standing in for a GPU: state must follow the parameters."""
     params = adam_params(seed, device, torch.float64)

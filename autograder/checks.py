@@ -268,7 +268,7 @@ def _value_problem(result: object) -> str | None:
     return None
 
 
-def _tensor_problem(t, allowed: set) -> str | None:  # noqa: ANN001 - a torch.Tensor
+def _tensor_problem(t, allowed: set) -> str | None:
     import torch
 
     if t.layout != torch.strided or t.is_quantized or t.is_nested:

@@ -411,8 +411,10 @@ def _assign_ids(found: list[_Upload], earlier: dict[str, str], notices: list[str
             written = [names[i] for i in identities] + (
                 [before] if before and _identity(before) not in identities else []
             )
-            notices.append(f"id collision: {', '.join(repr(w) for w in written)} all read as {readable!r}; "
-                           f"collected as {', '.join(ids[i] for i in identities)} (kept apart, never merged)")  # fmt: skip
+            notices.append(
+                f"id collision: {', '.join(repr(w) for w in written)} all read as {readable!r}; "
+                f"collected as {', '.join(ids[i] for i in identities)} (kept apart, never merged)"
+            )
     return ids
 
 

@@ -152,7 +152,7 @@ def worker_problem(confined: bool) -> str:
     return ""
 
 
-def check_cluster(client, confined: bool) -> None:  # noqa: ANN001 - a dask.distributed Client
+def check_cluster(client, confined: bool) -> None:
     """The scheduler and every worker import ``autograder``, and every worker passes :func:`check`."""
 
     def imports() -> str:  # sent by value: it must run where autograder does not import
@@ -183,7 +183,7 @@ def check_cluster(client, confined: bool) -> None:  # noqa: ANN001 - a dask.dist
         raise EnvironmentProblem("; ".join(problems))
 
 
-def _confined(config) -> bool:  # noqa: ANN001 - the traitlets Config nbgrader passes
+def _confined(config) -> bool:
     return not settings.Options.from_config(config).unconfined
 
 

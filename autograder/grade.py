@@ -146,7 +146,7 @@ def record(root: Path, outcome: Outcome, timestamp: str | None) -> None:
         gb.db.commit()
 
 
-def _client(workers: int, scheduler: str | None):  # noqa: ANN202 - a dask.distributed Client
+def _client(workers: int, scheduler: str | None):
     import dask
     from dask.distributed import Client, LocalCluster
 
@@ -171,11 +171,11 @@ def task_timeout(limits: settings.Limits, notebooks: int = len(spec.NOTEBOOKS)) 
     return notebooks * (max(limits.notebook_timeout, checks) + REPAIR_SECONDS + 60)
 
 
-def _executing(dask_worker) -> list[str]:  # noqa: ANN001 - runs on a worker, through Client.run
+def _executing(dask_worker) -> list[str]:
     return [str(ts.key) for ts in dask_worker.state.executing]
 
 
-def _as_completed(client, futures: dict, seconds: float, progress: bool):  # noqa: ANN001, ANN202
+def _as_completed(client, futures: dict, seconds: float, progress: bool):
     """Each future once it finishes, or once it has run ``seconds`` on a worker: that one is
     cancelled and its worker restarted (which ends its jails), so its ``result()`` raises."""
     from dask.distributed import wait
@@ -209,7 +209,7 @@ def _as_completed(client, futures: dict, seconds: float, progress: bool):  # noq
                 yield future, future in stopped
 
 
-def _restart(client, worker: str | None) -> None:  # noqa: ANN001 - a dask.distributed Client
+def _restart(client, worker: str | None) -> None:
     """Restart ``worker`` (its nanny starts a fresh one): the only way to stop a task's thread."""
     if worker is None:
         return

@@ -278,7 +278,7 @@ class JailedKernelManager(AsyncKernelManager):
     from inside. The connection file and the stand-in are bound in read-only. Interrupts are
     messages (the jail does not forward signals)."""
 
-    def __init__(self, **kwargs) -> None:  # noqa: ANN003 - traitlets keyword arguments
+    def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         options = settings.Options.from_config(self.config)  # nbclient passes the grading configuration
         self.jail = Jail(new_scratch("kernel"), limits=options.limits, confined=not options.unconfined)
@@ -297,7 +297,7 @@ class JailedKernelManager(AsyncKernelManager):
         self.connection_file = str(kernel_dir / "connection.json")
 
     @property
-    def kernel_spec(self):  # noqa: ANN201
+    def kernel_spec(self):
         spec = super().kernel_spec
         if spec is not None:
             spec.interrupt_mode = "message"
@@ -306,7 +306,7 @@ class JailedKernelManager(AsyncKernelManager):
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         return self.jail.command(super().format_kernel_cmd(extra_arguments))
 
-    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:  # noqa: ANN003
+    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
         kw.pop("cwd", None)  # the jail chooses its own working directory
         kw["env"] = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG")}
         await super()._async_launch_kernel(kernel_cmd, **kw)

@@ -34,7 +34,7 @@ class Finding:
     mistake: str | None = None
 
 
-def judge(graded, part_name: str, result: object, seed: int, device: str, label: str):  # noqa: ANN001, ANN201
+def judge(graded, part_name: str, result: object, seed: int, device: str, label: str):
     """The :class:`~autograder.results.Verdict` on one part of ``graded`` from the runner's ``result``."""
     from autograder.results import PASSED, Verdict
     from autograder.spec import MISTAKES
@@ -55,8 +55,14 @@ def judge(graded, part_name: str, result: object, seed: int, device: str, label:
         return out("error", Finding("the result could not be read"))
     if result.get("tripped"):
         what = str(result["tripped"][0])[:200]
-        return out("disallowed", Finding(f"{what} was called: implement the update yourself, with ordinary "
-                                         "tensor operations (subclassing torch.optim.Optimizer is fine)", "delegated"))  # fmt: skip
+        return out(
+            "disallowed",
+            Finding(
+                f"{what} was called: implement the update yourself, with ordinary "
+                "tensor operations (subclassing torch.optim.Optimizer is fine)",
+                "delegated",
+            ),
+        )
     if not result.get("ok"):
         return out(*explain_error(result))
     try:
@@ -94,7 +100,7 @@ def explain_error(result: dict) -> tuple[str, Finding]:
     return "error", Finding(message)
 
 
-def _torch_device(device: str):  # noqa: ANN202
+def _torch_device(device: str):
     import torch
 
     return torch.device(device)
@@ -103,7 +109,7 @@ def _torch_device(device: str):  # noqa: ANN202
 # ----------------------------------------------------------------------------- comparing
 
 
-def _difference(actual: object, expected, rtol: float, atol: float) -> str | None:  # noqa: ANN001
+def _difference(actual: object, expected, rtol: float, atol: float) -> str | None:
     """Why ``actual`` is not close to ``expected`` (None when it is)."""
     import torch
 
@@ -182,7 +188,7 @@ class ReferenceAdam:
     Run without a mistake it takes torch.optim.Adam's steps (a test holds it to that); with
     one, it takes the steps a student making that mistake takes, so the judge can name it."""
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, mistake=None):  # noqa: ANN001
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, mistake=None):
         import torch
 
         self.params = list(params)
@@ -228,7 +234,7 @@ ADAM_MATHS = ("no_bias_correction", "bias_correction_t0", "t_per_parameter", "ep
 
 
 @lru_cache(maxsize=512)
-def _adam_run(driver: str, seed: int, device, mistake: str | None = None) -> dict:  # noqa: ANN001
+def _adam_run(driver: str, seed: int, device, mistake: str | None = None) -> dict:
     """``cases.<driver>`` run with torch.optim.Adam, or with :class:`ReferenceAdam` making ``mistake``."""
     import torch.optim
 
@@ -238,7 +244,7 @@ def _adam_run(driver: str, seed: int, device, mistake: str | None = None) -> dic
     return getattr(cases, driver)(optimizer, seed, device)
 
 
-def _maths_mistake(driver: str, key: str, got: object, seed: int, device) -> str | None:  # noqa: ANN001
+def _maths_mistake(driver: str, key: str, got: object, seed: int, device) -> str | None:
     """The known mistake in the update whose run of ``driver`` gives what the student's gave (``got``)."""
     return next((code for code in ADAM_MATHS if _same(got, _adam_run(driver, seed, device, code)[key])), None)
 
@@ -253,7 +259,7 @@ def _never_moved(trajectory: list, start: list) -> bool:
     )  # fmt: skip
 
 
-def first_step(payload: dict, seed: int, device) -> Finding | None:  # noqa: ANN001
+def first_step(payload: dict, seed: int, device) -> Finding | None:
     from autograder import cases
 
     if _never_moved([payload["params"]], cases.adam_params(seed, device)):
@@ -276,7 +282,7 @@ def first_step(payload: dict, seed: int, device) -> Finding | None:  # noqa: ANN
     return Finding(problem, _maths_mistake("run_first_step", "params", payload["params"], seed, device))
 
 
-def many_steps(payload: dict, seed: int, device) -> Finding | None:  # noqa: ANN001
+def many_steps(payload: dict, seed: int, device) -> Finding | None:
     from autograder import cases
 
     if all(
@@ -294,7 +300,7 @@ def many_steps(payload: dict, seed: int, device) -> Finding | None:  # noqa: ANN
     )
 
 
-def _update_works(probe: dict, seed: int, device, idea: str) -> Finding | None:  # noqa: ANN001
+def _update_works(probe: dict, seed: int, device, idea: str) -> Finding | None:
     """None when one step of the student's update moves the parameters, and moves them differently for
     the gradients G, -G and 2G (so it is driven by the gradient); otherwise why ``idea`` cannot be judged
     apart from the update, naming the update's mistake when it is a known one."""
@@ -320,7 +326,7 @@ def _update_works(probe: dict, seed: int, device, idea: str) -> Finding | None: 
                    "(first_step and many_steps say what is wrong with it)", mistake)  # fmt: skip
 
 
-def training_loop(payload: dict, seed: int, device) -> Finding | None:  # noqa: ANN001
+def training_loop(payload: dict, seed: int, device) -> Finding | None:
     from autograder import cases
 
     start = [p.detach().cpu() for p in cases.tiny_model(seed, device).parameters()]
@@ -330,17 +336,29 @@ def training_loop(payload: dict, seed: int, device) -> Finding | None:  # noqa: 
         return any(_difference(a, s, 0, 0) for a, s in zip(run[-1], start))
 
     if not moved(loop) and moved(plain):
-        return Finding("given model.parameters() (a generator), your optimizer never changed the parameters, though "
-                       "it does given a list: the generator was used up before step() read it", "used_up_generator")  # fmt: skip
+        return Finding(
+            "given model.parameters() (a generator), your optimizer never changed the parameters, though "
+            "it does given a list: the generator was used up before step() read it",
+            "used_up_generator",
+        )
     for t, left in enumerate(payload["uncleared"], start=1):
         if left:
-            return Finding(f"in the training loop, zero_grad() before step {t} left parameter {int(left[0])}'s gradient "
-                           "non-zero, so backward() added the new gradient to the old one", "zero_grad_keeps")  # fmt: skip
+            return Finding(
+                f"in the training loop, zero_grad() before step {t} left parameter {int(left[0])}'s gradient "
+                "non-zero, so backward() added the new gradient to the old one",
+                "zero_grad_keeps",
+            )
     broken = _update_works(payload["probe"], seed, device, "the training loop")
     if broken:
         return broken
-    problem = _compare_runs([loop], [plain], ["in a training loop given model.parameters()"],
-                            "your own update given a list and fresh gradients", rtol=1e-5, atol=1e-7)  # fmt: skip
+    problem = _compare_runs(
+        [loop],
+        [plain],
+        ["in a training loop given model.parameters()"],
+        "your own update given a list and fresh gradients",
+        rtol=1e-5,
+        atol=1e-7,
+    )
     return Finding(problem) if problem else None
 
 
@@ -358,7 +376,7 @@ _DECAY_EXPLAINED = {
 }  # fmt: skip
 
 
-def weight_decay(payload: dict, seed: int, device) -> Finding | None:  # noqa: ANN001
+def weight_decay(payload: dict, seed: int, device) -> Finding | None:
     from autograder import cases
 
     broken = _update_works(payload["probe"], seed, device, "weight_decay")
@@ -377,7 +395,7 @@ def weight_decay(payload: dict, seed: int, device) -> Finding | None:  # noqa: A
     return Finding(problem)
 
 
-def device_state(payload: dict, seed: int, device) -> Finding | None:  # noqa: ANN001
+def device_state(payload: dict, seed: int, device) -> Finding | None:
     broken = _update_works(payload["probe"], seed, device, "where the state lives")
     if broken:
         return broken
@@ -385,8 +403,10 @@ def device_state(payload: dict, seed: int, device) -> Finding | None:  # noqa: A
         return Finding(f"float64 parameters came out of your steps as {sorted(set(map(str, payload['dtypes'])))}: "
                        "update them in place, in their own dtype", "state_misplaced")  # fmt: skip
     if payload["misplaced"]:
-        return Finding(f"with float64 parameters on {device}, your optimizer keeps {str(payload['misplaced'][0])[:200]}",
-                       "state_misplaced")  # fmt: skip
+        return Finding(
+            f"with float64 parameters on {device}, your optimizer keeps {str(payload['misplaced'][0])[:200]}",
+            "state_misplaced",
+        )
     if payload["meta_misplaced"]:
         return Finding("with parameters on another device (meta), your optimizer keeps "
                        f"{str(payload['meta_misplaced'][0])[:200]}", "state_misplaced")  # fmt: skip
@@ -399,7 +419,7 @@ def device_state(payload: dict, seed: int, device) -> Finding | None:  # noqa: A
 # ----------------------------------------------------------------------------- gradient accumulation
 
 
-def reference_train_epoch(iterator, model, optimizer, criterion, device, accumulation_steps, mistake=None):  # noqa: ANN001, ANN201
+def reference_train_epoch(iterator, model, optimizer, criterion, device, accumulation_steps, mistake=None):
     """The contract, written plainly: one step per group of ``accumulation_steps`` batches (and one for
     a final partial group), each batch's loss divided by its group's size, one mean loss per step.
     With a ``mistake`` (a code of :data:`ACCUMULATION_MISTAKES`) it makes that mistake instead.
@@ -429,7 +449,7 @@ ACCUMULATION_MISTAKES = ("loss_not_divided", "zeroed_every_batch", "step_every_b
 
 
 @lru_cache(maxsize=512)
-def _epoch(seed: int, n: int, k: int, device, mistake: str | None = None) -> dict:  # noqa: ANN001
+def _epoch(seed: int, n: int, k: int, device, mistake: str | None = None) -> dict:
     from autograder import cases
 
     return cases.run_train_epoch(partial(reference_train_epoch, mistake=mistake), seed, n, k, device)
@@ -458,7 +478,7 @@ def _steps(got: dict, n: int) -> list[int]:
     return steps
 
 
-def _epoch_mistake(got: dict, seed: int, n: int, k: int, device, codes: tuple[str, ...]) -> str | None:  # noqa: ANN001
+def _epoch_mistake(got: dict, seed: int, n: int, k: int, device, codes: tuple[str, ...]) -> str | None:
     """The known mistake (among ``codes``) whose epoch steps where the student's did, with the same gradients."""
     for code in codes:
         ref = _epoch(seed, n, k, device, code)
@@ -473,7 +493,8 @@ def _gradient_problem(got: list, expected: list, where: str) -> str | None:
         if why:
             ratio = ""
             if a is not None and hasattr(a, "shape") and a.shape == e.shape and float(e.abs().sum()) > 0:
-                ratio = f" (your gradient is {float((a.double() * e).sum() / (e.double() * e).sum()):.3g}x the expected one)"
+                times = float((a.double() * e).sum() / (e.double() * e).sum())
+                ratio = f" (your gradient is {times:.3g}x the expected one)"
             return f"{where} the gradient of parameter {q} {why}{ratio}"
     return None
 
@@ -483,7 +504,8 @@ def _returned_problem(got: dict, expected: list[float], case: str) -> str | None
     if returned["values"] is None:
         return f"{case} train_epoch returned a {str(returned['type'])[:40]}, not a list of losses"
     if int(returned["length"]) != len(expected):
-        return f"{case} train_epoch returned {int(returned['length'])} losses; expected {len(expected)} (one per optimizer step)"
+        got = int(returned["length"])
+        return f"{case} train_epoch returned {got} losses; expected {len(expected)} (one per optimizer step)"
     for j, (a, e) in enumerate(zip(returned["values"], expected)):
         if a is None or not abs(float(a) - e) <= 1e-6 + 1e-4 * abs(e):
             shown = "not a number" if a is None else f"{float(a):.6g}"
@@ -493,7 +515,7 @@ def _returned_problem(got: dict, expected: list[float], case: str) -> str | None
     return None
 
 
-def plain(payload: list, seed: int, device, cases: tuple) -> Finding | None:  # noqa: ANN001
+def plain(payload: list, seed: int, device, cases: tuple) -> Finding | None:
     for got, s, n, k in _cases(payload, seed, cases):
         ref = _epoch(s, n, k, device)
         if _steps(got, n) != ref["steps"]:
@@ -509,26 +531,32 @@ def plain(payload: list, seed: int, device, cases: tuple) -> Finding | None:  # 
     return None
 
 
-def schedule(payload: list, seed: int, device, cases: tuple) -> Finding | None:  # noqa: ANN001
+def schedule(payload: list, seed: int, device, cases: tuple) -> Finding | None:
     """Steps after every k batches; whether a final partial group gets one is partial_group's idea."""
     for got, s, n, k in _cases(payload, seed, cases):
         steps, full = _steps(got, n), n - n % k
         expected = list(range(k, full + 1, k))
         tail = [b for b in steps if b > full]
         if [b for b in steps if b <= full] != expected or tail not in ([], [n]):
-            return Finding(f"{_case(n, k)} your optimizer stepped after batches {steps or 'none'}; every full group "
-                           f"of {k} needs one step, after batches {expected}", _epoch_mistake(got, s, n, k, device, ("step_every_batch",)))  # fmt: skip
+            return Finding(
+                f"{_case(n, k)} your optimizer stepped after batches {steps or 'none'}; every full group "
+                f"of {k} needs one step, after batches {expected}",
+                _epoch_mistake(got, s, n, k, device, ("step_every_batch",)),
+            )
     return None
 
 
-def group_gradient(payload: list, seed: int, device, cases: tuple) -> Finding | None:  # noqa: ANN001
+def group_gradient(payload: list, seed: int, device, cases: tuple) -> Finding | None:
     codes = ("loss_not_divided", "zeroed_every_batch", "step_every_batch")
     for got, s, n, k in _cases(payload, seed, cases):
         ref, steps = _epoch(s, n, k, device), _steps(got, n)
         for j, batch in enumerate(ref["steps"]):
             if batch not in steps:
-                return Finding(f"{_case(n, k)} there was no optimizer step right after batch {batch}, so the update "
-                               "of that group could not be checked", _epoch_mistake(got, s, n, k, device, codes))  # fmt: skip
+                return Finding(
+                    f"{_case(n, k)} there was no optimizer step right after batch {batch}, so the update "
+                    "of that group could not be checked",
+                    _epoch_mistake(got, s, n, k, device, codes),
+                )
             where = f"{_case(n, k)} at the step after batch {batch}"
             problem = _gradient_problem(got["grads"][steps.index(batch)], ref["grads"][j], where)
             if problem:
@@ -536,7 +564,7 @@ def group_gradient(payload: list, seed: int, device, cases: tuple) -> Finding | 
     return None
 
 
-def _replay(got: dict, seed: int, n: int, device) -> tuple[list[float], list]:  # noqa: ANN001
+def _replay(got: dict, seed: int, n: int, device) -> tuple[list[float], list]:
     """The student's epoch rebuilt from the initial weights and the recorded steps (SGD with the
     recorded gradients): each batch's loss at the weights the student had when it took the batch,
     and each batch's gradient there. Never from numbers the student's process reported as losses."""
@@ -564,7 +592,7 @@ def _replay(got: dict, seed: int, n: int, device) -> tuple[list[float], list]:  
     return losses, grads
 
 
-def partial_group(payload: list, seed: int, device, cases: tuple) -> Finding | None:  # noqa: ANN001
+def partial_group(payload: list, seed: int, device, cases: tuple) -> Finding | None:
     """The cases end in a one-batch group, so this idea stands apart from how full groups are summed:
     the final step must come after the last batch, with that batch's own gradient, at the student's weights."""
     codes = ("last_group_dropped", "partial_divided_by_k", "step_every_batch")
@@ -577,8 +605,11 @@ def partial_group(payload: list, seed: int, device, cases: tuple) -> Finding | N
                 if not tail
                 else f"the optimizer stepped after batches {tail}"
             )
-            return Finding(f"{_case(n, k)} the last {n - full} batch(es) form a partial group, but {why} "
-                           f"(one step after batch {n} was expected)", _epoch_mistake(got, s, n, k, device, codes))  # fmt: skip
+            return Finding(
+                f"{_case(n, k)} the last {n - full} batch(es) form a partial group, but {why} "
+                f"(one step after batch {n} was expected)",
+                _epoch_mistake(got, s, n, k, device, codes),
+            )
         _, grads = _replay(got, s, n, device)
         expected = [
             sum(grads[b - 1][q] for b in range(full + 1, n + 1)) / (n - full) for q in range(len(grads[0]))
@@ -592,7 +623,7 @@ def partial_group(payload: list, seed: int, device, cases: tuple) -> Finding | N
     return None
 
 
-def losses(payload: list, seed: int, device, cases: tuple) -> Finding | None:  # noqa: ANN001
+def losses(payload: list, seed: int, device, cases: tuple) -> Finding | None:
     """One loss per step *the student took*: the mean of the batch losses since the step before."""
     for got, s, n, k in _cases(payload, seed, cases):
         seen, _ = _replay(got, s, n, device)

@@ -78,7 +78,7 @@ class _Verdicts:
     (the grader's own error) or never ran (an invalid notebook), every part says so, and the
     notebook still gets its row."""
 
-    def __init__(self, future, notebook: spec.Notebook, instead: Verdict | None = None) -> None:  # noqa: ANN001
+    def __init__(self, future, notebook: spec.Notebook, instead: Verdict | None = None) -> None:
         self.future, self.notebook, self.instead = future, notebook, instead
 
     def result(self) -> dict[str, dict[str, Verdict]]:
@@ -98,7 +98,7 @@ class JailedExecute(Execute):
     A kernel that dies (memory, ``os._exit``) or a notebook that runs out of time does not
     fail the whole submission: the notebook keeps what it ran, and Reconcile gives it 0."""
 
-    def __init__(self, **kwargs) -> None:  # noqa: ANN003 - traitlets keyword arguments
+    def __init__(self, **kwargs) -> None:
         kwargs["kernel_manager_class"] = jail.JailedKernelManager
         super().__init__(**kwargs)
         self.limits = settings.Options.from_config(self.config).limits
@@ -111,7 +111,7 @@ class JailedExecute(Execute):
         self.iopub_timeout = max(self.iopub_timeout, self.limits.cell_timeout)
         self._bytes: dict[int, int] = {}
 
-    def preprocess(self, nb: nbformat.NotebookNode, resources: dict, km=None) -> tuple:  # noqa: ANN001
+    def preprocess(self, nb: nbformat.NotebookNode, resources: dict, km=None) -> tuple:
         state = resources.setdefault("autograder", {})
         if "status" in state:  # an invalid notebook (HiddenChecks said so): nothing to run
             return nb, resources
@@ -139,7 +139,7 @@ class JailedExecute(Execute):
         if km is not None:
             km._kill_now()
 
-    def output(self, outs: list, msg: dict, display_id: str | None, cell_index: int):  # noqa: ANN201
+    def output(self, outs: list, msg: dict, display_id: str | None, cell_index: int):
         size = len(str(msg.get("content", "")))
         used = self._bytes.get(cell_index, 0)
         limit = self.limits.output_bytes
@@ -176,8 +176,15 @@ class Reconcile(NbGraderPreprocessor):
         status, note = state.get("status", ("graded", ""))
         repair_notes = nb.metadata.get(settings.RESULT_KEY, {}).get("repair_notes", [])
         info = resources["nbgrader"]
-        result = NotebookResult(notebook.name, status, 0.0, notebook.max_score, {}, list(repair_notes) + ([note] if note else []),
-                                confined=not settings.Options.from_config(self.config).unconfined)  # fmt: skip
+        result = NotebookResult(
+            notebook.name,
+            status,
+            0.0,
+            notebook.max_score,
+            {},
+            list(repair_notes) + ([note] if note else []),
+            confined=not settings.Options.from_config(self.config).unconfined,
+        )
         cells = {_grade_id(c): c for c in nb.cells if _grade_id(c)}
         with Gradebook(info["db_url"], settings.course_id(_course_root(info))) as gb:
             for part in notebook.parts:
@@ -229,7 +236,7 @@ def _hide_grader_paths(nb: nbformat.NotebookNode) -> None:
 
 def _part_result(
     part: spec.Part, verdict: Verdict, points: float, status: str, cell, notebook: str
-) -> PartResult:  # noqa: ANN001
+) -> PartResult:
     """The part's result; its test cell shows the hidden check's verdict where the kernel's stand-in
     printed its placeholder: what was checked when it passed, the mistake and a hint when it did not."""
     message, part_status = verdict.message, verdict.status
@@ -245,7 +252,7 @@ def _part_result(
     )
 
 
-def _show_verdict(cell, part: spec.Part, verdict: Verdict, notebook: str) -> None:  # noqa: ANN001
+def _show_verdict(cell, part: spec.Part, verdict: Verdict, notebook: str) -> None:
     """Put the verdict in the test cell's output, in place of the kernel stand-in's placeholder line
     (``hidden check <notebook>/<part>: judged by the grader ...``), or after the outputs if it never ran."""
 
@@ -263,7 +270,7 @@ def _show_verdict(cell, part: spec.Part, verdict: Verdict, notebook: str) -> Non
     cell.outputs.append(nbformat.v4.new_output("stream", name="stdout", text=line(f"{notebook}/{part.name}")))
 
 
-def _first_error(cell) -> str | None:  # noqa: ANN001
+def _first_error(cell) -> str | None:
     for out in (cell or {}).get("outputs", []):
         if out.get("output_type") == "error":
             return f"{out.get('ename')}: {str(out.get('evalue'))[:400]}"

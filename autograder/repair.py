@@ -293,8 +293,12 @@ def solution_source(nb: NotebookNode, graded: spec.Notebook) -> str | None:
 
 def identify(notebook_text: str) -> str | None:
     """Which lab notebook a file is, from its content (for uploads with unhelpful names)."""
-    hits = [name for name, graded in spec.NOTEBOOKS.items()
-            if (f"def {graded.symbol}(" if graded.kind == "function" else f"class {graded.symbol}") in notebook_text]  # fmt: skip
+    hits = [
+        name
+        for name, graded in spec.NOTEBOOKS.items()
+        if (f"def {graded.symbol}(" if graded.kind == "function" else f"class {graded.symbol}")
+        in notebook_text
+    ]
     return hits[0] if len(hits) == 1 else None
 
 

@@ -116,7 +116,7 @@ def summarize(results: dict[str, StudentResult]) -> ClassSummary:
     return ClassSummary(len(results), scores, missing, mistakes, failed)
 
 
-def _png(figure) -> str:  # noqa: ANN001 - a matplotlib Figure
+def _png(figure) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     return base64.b64encode(buffer.getvalue()).decode()

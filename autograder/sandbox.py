@@ -43,7 +43,7 @@ TRIP_MESSAGE = (
 FUSED_KERNELS = ("aten::_fused_adam", "aten::_fused_adamw")  # op-name prefixes: in-place, functional, out=
 
 
-def _trip_code(name: str):  # noqa: ANN202 - a code object with no globals or free variables
+def _trip_code(name: str):
     source = (
         "def trip(*args, **kwargs):\n"
         "    import sys\n"
@@ -148,7 +148,7 @@ def torch_adam_stubs(folder: Path) -> dict[str, Path]:
 # ----------------------------------------------------------------------------- inside the jail: tripwires
 
 
-def install_tripwires(torch) -> None:  # noqa: ANN001
+def install_tripwires(torch) -> None:
     """Make every road into torch's Adam that the process holds raise (and be recorded in
     ``sys.autograder_tripped``): the fused kernels always, and, where the jail could not hide torch's
     Adam source (grading ``--unconfined``), the functions and methods of its modules as well."""
@@ -185,7 +185,7 @@ def install_tripwires(torch) -> None:  # noqa: ANN001
     ctypes.pythonapi.Py_IncRef(ctypes.py_object(registration))
 
 
-def _disarm(owner, attr: str, member, label: str) -> None:  # noqa: ANN001
+def _disarm(owner, attr: str, member, label: str) -> None:
     trip = _trip_code(label)
     function = getattr(member, "__func__", member)
     code = getattr(function, "__code__", None)
@@ -209,7 +209,7 @@ def _describe(exc: BaseException, filename: str) -> str:
     return "\n".join([text] + (["in your solution cell:"] + lines if lines else []))
 
 
-def _warm_up(torch, cases, device) -> None:  # noqa: ANN001
+def _warm_up(torch, cases, device) -> None:
     """Load what the checks use (CUDA, autograd, meta tensors) before any student code runs."""
     model = cases.tiny_model(0, device)
     ((x, y),) = cases.batches(0, 1)
@@ -217,7 +217,7 @@ def _warm_up(torch, cases, device) -> None:  # noqa: ANN001
     torch.zeros(2).to("meta").add_(1).sqrt()
 
 
-def _run_part(job: dict, name: str, drive) -> dict:  # noqa: ANN001 - drive(fn) runs the part's cases
+def _run_part(job: dict, name: str, drive) -> dict:
     """Define the solution in a fresh namespace and run one part's cases on it; what happened."""
     filename = f"<{name} solution cell>"
     linecache.cache[filename] = (len(job["source"]), None, job["source"].splitlines(True), filename)
@@ -243,12 +243,12 @@ def _run_part(job: dict, name: str, drive) -> dict:  # noqa: ANN001 - drive(fn) 
     return result
 
 
-def main(request: dict, cases) -> None:  # noqa: ANN001 - the harness module, sent with the request
+def main(request: dict, cases) -> None:
     out = os.fdopen(os.dup(1), "w", buffering=1)  # the result channel, before stdout goes away
     null = os.open(os.devnull, os.O_WRONLY)
     os.dup2(null, 1)
     os.dup2(null, 2)
-    sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+    sys.stdout = sys.stderr = open(os.devnull, "w")
 
     def emit(message: dict) -> None:
         out.write(json.dumps(message) + "\n")

@@ -62,7 +62,7 @@ class SanitizeStudentHTML(SanitizeHTML):
         config=True
     )
 
-    def preprocess_cell(self, cell, resources, cell_index):  # noqa: ANN001, ANN201 - nbconvert's signature
+    def preprocess_cell(self, cell, resources, cell_index):
         cell, resources = super().preprocess_cell(cell, resources, cell_index)
         if cell.cell_type == "markdown":
             rendered = markdown2html_mistune(cell.source)

@@ -11,8 +11,9 @@ All in one run, on the same class of correct submissions, interleaved where it m
 
 One warm-up round is run and discarded (cold caches, first imports); then each round runs
 the four in a rotated order, so no configuration always goes first. The machine's busy CPU
-time during a run (``/proc/stat``) over its wall time says how many cores it kept busy: one worker already runs the kernel and the hidden-check process side by side,
-which caps what a second worker on the same cores can add.
+time during a run (``/proc/stat``) over its wall time says how many cores it kept busy: one
+worker already runs the kernel and the hidden-check process side by side, which caps what a
+second worker on the same cores can add.
 
 ``BENCH_AUTOGRADER_N`` students (default 6) and ``BENCH_AUTOGRADER_ROUNDS`` rounds (default 3).
 """
@@ -75,8 +76,20 @@ def _timed(argv: list[str], cwd: Path, env: dict) -> tuple[float, float, str]:
 def _stock(root: Path, n: int) -> tuple[float, float, str]:
     wall = cpu = 0.0
     for i in range(n):
-        w, c, _ = _timed([sys.executable, "-m", "nbgrader", "autograde", "optimizers_lab", "--student", f"student{i:02d}",
-                          "--force"], root, course.env(**SAME_AS_JAIL))  # fmt: skip
+        w, c, _ = _timed(
+            [
+                sys.executable,
+                "-m",
+                "nbgrader",
+                "autograde",
+                "optimizers_lab",
+                "--student",
+                f"student{i:02d}",
+                "--force",
+            ],
+            root,
+            course.env(**SAME_AS_JAIL),
+        )
         wall, cpu = wall + w, cpu + c
     return wall, cpu, ""
 
@@ -129,32 +142,36 @@ def run() -> str:
         f"| {k} | {med[k]:.1f} | {' / '.join(f'{t:.0f}' for t in times[k])} | {busy[k]:.2f} |" for k in times
     ]
     projection = [f"| {w} | {2000 * per_worker / w / 3600:.1f} |" for w in (1, 8, 32, 128)]
-    return "\n".join([
-        "## Autograder: seconds per graded submission (jail, nbgrader anchor, Dask workers)",
-        "",
-        f"{n} correct submissions (2 notebooks each, fast mode), {os.cpu_count()} CPU cores, 1 torch thread per "
-        f"jailed process, CPU only; a warm-up round, then {rounds} rounds in rotated order, medians. "
-        f"Scores seen: {sorted(scores)}. Load average at the end: {os.getloadavg()[0]:.1f}.",
-        "",
-        "| grading | seconds per submission (median) | whole class per round (s) | cores busy (machine CPU s / wall s) |",
-        "|---|---:|---:|---:|",
-        *rows,
-        "",
-        f"- The jail costs **{jail:+.0%}** per submission (confined vs `--unconfined`, 1 worker; target < 10%).",
-        f"- Our grader takes **{anchor:.2f}x** stock nbgrader's execution of the same notebooks (target <= 1.3x); "
-        "it adds the jailed hidden-check process and the judging.",
-        f"- Scaling from 1 to 2 workers: efficiency **{efficiency:.2f}** (t1 / (2 t2); target >= 0.9). One worker "
-        f"already keeps {busy['confined']:.2f} cores busy (the kernel and the hidden checks run side by side), so "
-        f"on {os.cpu_count()} cores the best a second worker can give is {ceiling:.2f}; 0.9 needs about "
-        f"{busy['confined']:.1f} cores per worker.",
-        "",
-        "Projection for 2,000 students from the 2-worker figure (each worker with its own cores, same per-submission cost):",
-        "",
-        "| workers | hours |",
-        "|---:|---:|",
-        *projection,
-        "",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            "## Autograder: seconds per graded submission (jail, nbgrader anchor, Dask workers)",
+            "",
+            f"{n} correct submissions (2 notebooks each, fast mode), {os.cpu_count()} CPU cores, 1 torch thread per "
+            f"jailed process, CPU only; a warm-up round, then {rounds} rounds in rotated order, medians. "
+            f"Scores seen: {sorted(scores)}. Load average at the end: {os.getloadavg()[0]:.1f}.",
+            "",
+            "| grading | seconds per submission (median) | whole class per round (s) "
+            "| cores busy (machine CPU s / wall s) |",
+            "|---|---:|---:|---:|",
+            *rows,
+            "",
+            f"- The jail costs **{jail:+.0%}** per submission (confined vs `--unconfined`, 1 worker; target < 10%).",
+            f"- Our grader takes **{anchor:.2f}x** stock nbgrader's execution of the same notebooks (target <= 1.3x); "
+            "it adds the jailed hidden-check process and the judging.",
+            f"- Scaling from 1 to 2 workers: efficiency **{efficiency:.2f}** (t1 / (2 t2); target >= 0.9). One worker "
+            f"already keeps {busy['confined']:.2f} cores busy (the kernel and the hidden checks run side by side), so "
+            f"on {os.cpu_count()} cores the best a second worker can give is {ceiling:.2f}; 0.9 needs about "
+            f"{busy['confined']:.1f} cores per worker.",
+            "",
+            "Projection for 2,000 students from the 2-worker figure "
+            "(each worker with its own cores, same per-submission cost):",
+            "",
+            "| workers | hours |",
+            "|---:|---:|",
+            *projection,
+            "",
+        ]
+    )
 
 
 if __name__ == "__main__":

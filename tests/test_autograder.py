@@ -221,7 +221,10 @@ def test_syntax_errors_and_missing_cells() -> None:
 
 
 def test_loops_crashes_exits_and_stubs_are_contained() -> None:
-    loop = "def train_epoch(iterator, model, optimizer, criterion, device, accumulation_steps):\n    while True:\n        pass\n"
+    loop = (
+        "def train_epoch(iterator, model, optimizer, criterion, device, accumulation_steps):\n"
+        "    while True:\n        pass\n"
+    )
     verdicts = _run("accumulation", loop, ["plain", "schedule"], part_timeout=2)
     assert [v["status"] for v in verdicts.values()] == ["timeout", "timeout"]
     crash = "import os\n" + loop.replace("while True:\n        pass", "os._exit(3)")

@@ -98,8 +98,14 @@ def _make_uploads(course: Path, folder: Path) -> None:
     for name in NB:
         _write(_answer(course, name, good[name]), folder / "alice" / f"{name}.ipynb")
         _write(_released(course, name), folder / "bob" / f"{name}.ipynb")
-        _write(_answer(course, name, {"accumulation": solutions.MATERIAL_ACCUMULATION, "adam": solutions.MATERIAL_ADAM}[name]),
-               folder / "dave" / f"{name}.ipynb")  # fmt: skip
+        _write(
+            _answer(
+                course,
+                name,
+                {"accumulation": solutions.MATERIAL_ACCUMULATION, "adam": solutions.MATERIAL_ADAM}[name],
+            ),
+            folder / "dave" / f"{name}.ipynb",
+        )
         _write(_colab(_answer(course, name, good[name])), folder / "frank" / f"Copy of {name}.ipynb")
     # Google Forms names uploads "<file> - <respondent>"; the newer file wins.
     _write(_released(course, "accumulation"), folder / "accumulation - Carol Smith.ipynb", 1_700_000_000)
@@ -133,9 +139,15 @@ def _make_uploads(course: Path, folder: Path) -> None:
 
     one_mistake = {
         "ivy": (good["accumulation"], solutions.ADAM_SUBCLASS),
-        "jon": (solutions.ACCUMULATION_MISTAKES["loss_not_scaled"][0], solutions.ADAM_MISTAKES["no_bias_correction"][0]),
-        "kim": (solutions.ACCUMULATION_MISTAKES["step_every_batch"][0], solutions.ADAM_MISTAKES["t_per_parameter"][0]),
-    }  # fmt: skip
+        "jon": (
+            solutions.ACCUMULATION_MISTAKES["loss_not_scaled"][0],
+            solutions.ADAM_MISTAKES["no_bias_correction"][0],
+        ),
+        "kim": (
+            solutions.ACCUMULATION_MISTAKES["step_every_batch"][0],
+            solutions.ADAM_MISTAKES["t_per_parameter"][0],
+        ),
+    }
     for student, answers in one_mistake.items():
         for name, answer in zip(NB, answers):
             _write(_answer(course, name, answer), folder / student / f"{name}.ipynb")

@@ -81,7 +81,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - (address, worker processes)
+def cluster(tmp_path_factory: pytest.TempPathFactory):
     base = tmp_path_factory.mktemp("cluster")
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
@@ -129,8 +129,14 @@ def test_killing_a_worker_mid_run_gives_the_same_csv(cluster, local_csv: str, tm
 
     address, workers = cluster
     root = _course(tmp_path)
-    grading = subprocess.Popen([sys.executable, "-m", "autograder", "--course", str(root), "grade", "--scheduler", address],
-                               cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    grading = subprocess.Popen(
+        [sys.executable, "-m", "autograder", "--course", str(root), "grade", "--scheduler", address],
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     with Client(address, timeout=60) as client:
         deadline = time.monotonic() + 300
         busy = {}
@@ -217,8 +223,14 @@ def test_a_cluster_without_the_grader_on_its_path_stops_before_grading(tmp_path:
     address, procs = _documented_cluster(1, keep=())  # the recipe without `export PYTHONPATH=$PWD`
     root = _course(tmp_path)
     try:
-        grade = subprocess.run([sys.executable, "-m", "autograder", "--course", str(root), "grade", "--scheduler",
-                                address], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)  # fmt: skip
+        grade = subprocess.run(
+            [sys.executable, "-m", "autograder", "--course", str(root), "grade", "--scheduler", address],
+            cwd=ROOT,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
     finally:
         _stop_all(procs)
     out = grade.stdout + grade.stderr

@@ -122,8 +122,11 @@ def _released_with_error(cell_id: str, before: str | None = None) -> nbformat.No
     index = next(
         i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == cell_id
     )
-    nb.cells[index].outputs = [nbformat.v4.new_output("error", ename="ModuleNotFoundError",
-                                                      evalue="No module named 'course_utils'", traceback=[])]  # fmt: skip
+    nb.cells[index].outputs = [
+        nbformat.v4.new_output(
+            "error", ename="ModuleNotFoundError", evalue="No module named 'course_utils'", traceback=[]
+        )
+    ]
     if before is not None:  # a cell the student added above it
         nb.cells.insert(index, nbformat.v4.new_code_cell(before))
     return nb

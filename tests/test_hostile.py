@@ -611,7 +611,8 @@ def graded(tmp_path_factory: pytest.TempPathFactory) -> Graded:
             sizes[student, name] = path.stat().st_size if path.exists() else 0
     with sqlite3.connect(course / "gradebook.db") as con:
         manual = con.execute(
-            "SELECT id, manual_score, extra_credit FROM grade WHERE manual_score IS NOT NULL OR extra_credit IS NOT NULL"
+            "SELECT id, manual_score, extra_credit FROM grade "
+            "WHERE manual_score IS NOT NULL OR extra_credit IS NOT NULL"
         ).fetchall()
     return Graded(
         course=course,

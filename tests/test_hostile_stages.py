@@ -80,8 +80,14 @@ def wrong_types(nb: nbformat.NotebookNode) -> str:
         if cell["cell_type"] == "code":
             cell["outputs"] = {"not": "a list"}
             cell["execution_count"] = "seven"
-    data["cells"][:0] = [42, None, {"cell_type": "code", "source": [1, {"a": 2}]}, {"cell_type": "code", "source": {"x": 1}},
-                         {"cell_type": "alien", "source": "?"}, {"cell_type": "markdown", "source": "x", "id": 7}]  # fmt: skip
+    data["cells"][:0] = [
+        42,
+        None,
+        {"cell_type": "code", "source": [1, {"a": 2}]},
+        {"cell_type": "code", "source": {"x": 1}},
+        {"cell_type": "alien", "source": "?"},
+        {"cell_type": "markdown", "source": "x", "id": 7},
+    ]
     data["metadata"] = [1, 2, 3]
     return json.dumps(data)
 
@@ -163,13 +169,19 @@ def graded(tmp_path_factory: pytest.TempPathFactory) -> Graded:
         "alice": {name: answer(name) for name in CORRECT},
         "bob": {name: answer(name) for name in CORRECT},
         "deep": {"accumulation": answer("accumulation"), "adam": deep_json()},
-        "typed": {"accumulation": answer("accumulation"), "adam": wrong_types(_answer(course, "adam", CORRECT["adam"]))},
+        "typed": {
+            "accumulation": answer("accumulation"),
+            "adam": wrong_types(_answer(course, "adam", CORRECT["adam"])),
+        },
         "slow": {"accumulation": nbformat.writes(slow_to_repair()), "adam": answer("adam")},
         "flood": {"accumulation": answer("accumulation", payload("flood_channel")), "adam": answer("adam")},
         "forged": {"accumulation": answer("accumulation"), "adam": answer("adam", payload("forged_results"))},
         "noisy": {"accumulation": answer("accumulation"), "adam": answer("adam", payload("noisy_adam"))},
-        "filler": {"accumulation": answer("accumulation"), "adam": answer("adam", payload("fill_socket_folder"))},
-    }  # fmt: skip
+        "filler": {
+            "accumulation": answer("accumulation"),
+            "adam": answer("adam", payload("fill_socket_folder")),
+        },
+    }
     for student, notebooks in files.items():
         for name, text in notebooks.items():
             _write(sub / student / ASSIGNMENT / f"{name}.ipynb", text)
@@ -187,8 +199,22 @@ def graded(tmp_path_factory: pytest.TempPathFactory) -> Graded:
         watcher.join()
     seconds = time.monotonic() - started
     print(f"graded the class in {seconds:.0f} s", proc.stdout[-3000:], proc.stderr[-3000:])
-    export = subprocess.run([sys.executable, "-m", "autograder", "--course", str(course), "export", "--csv",
-                             str(base / "grades.csv")], env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    export = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "autograder",
+            "--course",
+            str(course),
+            "export",
+            "--csv",
+            str(base / "grades.csv"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert export.returncode == 0, export.stdout[-2000:] + export.stderr[-2000:]
     with (base / "grades.csv").open() as fh:
         rows = {r["student_id"]: r for r in csv.DictReader(fh)}
@@ -210,7 +236,7 @@ def graded(tmp_path_factory: pytest.TempPathFactory) -> Graded:
                   sorted(p.name for p in scratch.iterdir()), cgroups)  # fmt: skip
 
 
-def _nb(g: Graded, student: str, name: str):  # noqa: ANN202 - a NotebookResult
+def _nb(g: Graded, student: str, name: str):
     result = g.results[student]
     assert isinstance(result, StudentResult), f"{student}'s results cannot be read: {result!r}"
     return result.notebooks[name]
@@ -394,7 +420,10 @@ def test_a_dask_task_past_its_deadline_is_stopped_and_the_others_finish(tmp_path
             client.submit(sum, [1, 2], pure=False): "quick",
         }
         started = time.monotonic()
-        seen = {futures[f]: (stopped, time.monotonic() - started) for f, stopped in _as_completed(client, futures, 5, False)}  # fmt: skip
+        seen = {
+            futures[f]: (stopped, time.monotonic() - started)
+            for f, stopped in _as_completed(client, futures, 5, False)
+        }
         assert seen["quick"][0] is False and seen["stuck"][0] is True, seen
         assert seen["stuck"][1] < 120, seen  # 5 s on a worker, then stopped (generous on a loaded machine)
         assert client.submit(sum, [3, 4], pure=False).result(timeout=120) == 7  # the cluster goes on

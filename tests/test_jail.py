@@ -23,7 +23,8 @@ PROBE = r"""
 import json, os, socket
 found = {}
 found["cwd"] = os.getcwd()
-found["repo_visible"] = os.path.exists(os.environ["REPO"] + "/autograder") or os.path.exists(os.environ["REPO"] + "/assignments")
+repo = os.environ["REPO"]
+found["repo_visible"] = os.path.exists(repo + "/autograder") or os.path.exists(repo + "/assignments")
 found["home"] = os.path.exists("/root/.bashrc")
 found["course_utils"] = os.path.exists(os.environ["REPO"] + "/course_utils/config.py")
 found["uid"] = os.getuid()
@@ -44,7 +45,7 @@ print(json.dumps(found))
 
 
 @pytest.fixture
-def cell(tmp_path: Path):  # noqa: ANN201 - a jail around a fresh scratch folder, closed afterwards
+def cell(tmp_path: Path):
     made = jail.Jail(tmp_path / "scratch", limits=settings.Limits(processes=32, memory_bytes=2 * 2**30))
     yield made
     made.close()
@@ -152,8 +153,14 @@ def test_no_jail_means_a_clear_error_unless_unconfined(tmp_path: Path) -> None:
         and "apt-get install bubblewrap" in proc.stderr
         and "Traceback" not in proc.stderr
     )
-    proc = subprocess.run([sys.executable, "-m", "autograder", "check", "--unconfined", str(notebook)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "autograder", "check", "--unconfined", str(notebook)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert '"status": "passed"' in proc.stdout
 

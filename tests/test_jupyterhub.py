@@ -107,7 +107,8 @@ def _server_wrapper(folder: Path, user: str, keep: list[Path]) -> Path:
     steps += [f'mkdir -p "{k}" && mount --bind "{s}" "{k}"' for k, s in zip(paths, saved)]
     run_as = f'exec {shutil.which("runuser")} -u {user} -- "$@"'
     body = (
-        f"exec {shutil.which('unshare')} --mount --propagation private sh -c '{' && '.join(steps)} && {run_as}' sh \"$@\""
+        f"exec {shutil.which('unshare')} --mount --propagation private "
+        f"sh -c '{' && '.join(steps)} && {run_as}' sh \"$@\""
         if hidden
         else run_as
     )
@@ -165,14 +166,14 @@ def _nbgrader_config(shipped: str, home: Path, user: str, **override: str) -> No
 
 
 @pytest.fixture(scope="module")
-def hub():  # noqa: ANN201 - a dict describing the running hub
+def hub():
     """A JupyterHub with an instructor (formgrader, a released lab) and two students."""
     with running_hub() as running:
         yield running
 
 
 @contextmanager
-def running_hub():  # noqa: ANN201 - a dict describing the running hub
+def running_hub():
     """A JupyterHub with an instructor (formgrader, a released lab) and two students."""
     with unix_users.unix_users(["instructor", *ANSWERS]) as users:
         work = Path(tempfile.mkdtemp(prefix="hub-"))  # root's; the wrappers and the hub's state
@@ -266,7 +267,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @contextmanager
-def _evidence(page, folder: Path, name: str):  # noqa: ANN001, ANN201 - a Playwright page
+def _evidence(page, folder: Path, name: str):
     """On any failure, the page as it was: a screenshot and its HTML in ``folder``."""
     try:
         yield
@@ -276,7 +277,7 @@ def _evidence(page, folder: Path, name: str):  # noqa: ANN001, ANN201 - a Playwr
         raise
 
 
-def _until(condition, what: str, page, folder: Path, timeout: float = 120) -> None:  # noqa: ANN001
+def _until(condition, what: str, page, folder: Path, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -315,7 +316,7 @@ def _solve(folder: Path, answers: dict[str, str]) -> None:
             nbformat.write(nb, fh)
 
 
-def _login(browser, url: str, user: str):  # noqa: ANN001, ANN202 - a Playwright context and page
+def _login(browser, url: str, user: str):
     page = browser.new_page()
     page.goto(f"{url}/hub/login")
     page.fill("input[name=username]", user)
@@ -325,27 +326,27 @@ def _login(browser, url: str, user: str):  # noqa: ANN001, ANN202 - a Playwright
     return page
 
 
-def _formgrader_scores(page, url: str, instructor: str) -> dict[str, float]:  # noqa: ANN001
+def _formgrader_scores(page, url: str, instructor: str) -> dict[str, float]:
     response = page.request.get(f"{url}/user/{instructor}/formgrader/api/submissions/{ASSIGNMENT}")
     assert response.ok, response.text()
     return {s["student"]: float(s["score"]) for s in json.loads(response.text()) if s["autograded"]}
 
 
-def _browser(p, folder: Path):  # noqa: ANN001, ANN202 - Playwright, and a fresh Chromium profile
+def _browser(p, folder: Path):
     return p.chromium.launch_persistent_context(
         str(folder), executable_path=CHROMIUM, headless=True, viewport={"width": 1400, "height": 1000},
         args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
     )  # fmt: skip
 
 
-def _assignment_list(page) -> None:  # noqa: ANN001
+def _assignment_list(page) -> None:
     """Nbgrader > Assignment List: the Assignments tab of the file browser."""
     page.get_by_text("Nbgrader", exact=True).click()
     page.get_by_text("Assignment List").click()
     page.get_by_text("Released assignments").wait_for()
 
 
-def _modal(page, button, timeout_s: float = 900) -> str:  # noqa: ANN001
+def _modal(page, button, timeout_s: float = 900) -> str:
     """Click ``button`` (formgrader), wait for its Success/Error dialog, close it; the dialog's text."""
     button.click()
     dialog = page.locator(".modal-dialog").last

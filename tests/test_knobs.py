@@ -6,11 +6,11 @@ import sys
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pytest  # noqa: E402
+import matplotlib.pyplot as plt
+import pytest
 
-from course_utils.knobs import Knob, Knobs, linear_values, log_values, sweep_knobs  # noqa: E402
-from course_utils.widgets import widget_view  # noqa: E402
+from course_utils.knobs import Knob, Knobs, linear_values, log_values, sweep_knobs
+from course_utils.widgets import widget_view
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

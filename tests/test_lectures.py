@@ -207,7 +207,8 @@ def test_execute_writes_html_with_plots(tmp_path: Path) -> None:
     nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3"}})
     nb.cells = [
         nbformat.v4.new_code_cell(
-            "import os\nfrom course_utils import config\nassert config.fast_mode() == (os.environ.get('COURSE_FAST') == '1')\n"
+            "import os\nfrom course_utils import config\n"
+            "assert config.fast_mode() == (os.environ.get('COURSE_FAST') == '1')\n"
             "print('fast' if config.fast_mode() else 'full')"
         ),
         nbformat.v4.new_code_cell("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()"),

@@ -28,17 +28,25 @@ ROOT = Path(__file__).resolve().parents[1]
 # of the mistake its judge named (tests/test_autograder.py checks the judges; here, the pages).
 FAILURES = {
     "no_bias_correction": {
-        "first_step": ("after the first step (lr=0.01), parameter 0 is off by up to 0.0216 (26 of 30 values) compared "
-                       "with torch.optim.Adam; your first step is 3.16x as long as torch.optim.Adam's", "no_bias_correction"),
-        "many_steps": ("with defaults, after step 1 of 30, parameter 0 is off by up to 0.00216 (26 of 30 values) "
-                       "compared with torch.optim.Adam", "no_bias_correction"),
+        "first_step": (
+            "after the first step (lr=0.01), parameter 0 is off by up to 0.0216 (26 of 30 values) compared "
+            "with torch.optim.Adam; your first step is 3.16x as long as torch.optim.Adam's",
+            "no_bias_correction",
+        ),
+        "many_steps": (
+            "with defaults, after step 1 of 30, parameter 0 is off by up to 0.00216 (26 of 30 values) "
+            "compared with torch.optim.Adam",
+            "no_bias_correction",
+        ),
     },
     "zero_grad_every_batch": {
-        "group_gradient": ("with 8 batches and accumulation_steps=4 at the step after batch 4 the gradient of parameter "
-                           "0 is off by up to 0.157 (120 of 120 values) (your gradient is 0.224x the expected one)",
-                           "zeroed_every_batch"),
+        "group_gradient": (
+            "with 8 batches and accumulation_steps=4 at the step after batch 4 the gradient of parameter "
+            "0 is off by up to 0.157 (120 of 120 values) (your gradient is 0.224x the expected one)",
+            "zeroed_every_batch",
+        ),
     },
-}  # fmt: skip
+}
 NOTEBOOK_OF = {"zero_grad_every_batch": "accumulation", "no_bias_correction": "adam"}
 
 
@@ -65,8 +73,10 @@ def _mistake(key: str, confined: bool = True) -> NotebookResult:
 def graded_class() -> dict[str, StudentResult]:
     """A correct student, one without bias correction, one zeroing gradients every batch, one who sent nothing."""
     leaky = dict(FAILURES["zero_grad_every_batch"])
-    leaky["schedule"] = ('your code raised NameError: name "<script>x" is not defined\n'
-                         '  File "<hidden>", line 3, in <module>\n    autograder.check("accumulation", "schedule")')  # fmt: skip
+    leaky["schedule"] = (
+        'your code raised NameError: name "<script>x" is not defined\n'
+        '  File "<hidden>", line 3, in <module>\n    autograder.check("accumulation", "schedule")'
+    )
     return {
         "ada": StudentResult("ada", {"accumulation": _graded("accumulation"), "adam": _graded("adam")}),
         "ben": StudentResult("ben", {"accumulation": _graded("accumulation"), "adam": _mistake("no_bias_correction")}),

@@ -86,7 +86,7 @@ def _render(nb: nbformat.NotebookNode, config: Config, template: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def browser():  # noqa: ANN201 - a Playwright persistent context
+def browser():
     sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
     if not os.access(CHROMIUM, os.X_OK):
         pytest.skip("Debian's Chromium is not installed (apt-get install chromium)")
@@ -105,7 +105,7 @@ def browser():  # noqa: ANN201 - a Playwright persistent context
             shutil.rmtree(profile, ignore_errors=True)
 
 
-def _what_ran(browser, html: str, tmp_path: Path, name: str) -> list[str]:  # noqa: ANN001
+def _what_ran(browser, html: str, tmp_path: Path, name: str) -> list[str]:
     """Open ``html`` as a file page, click the links, and return what student code recorded."""
     page_file = tmp_path / f"{name}.html"
     page_file.write_text(html)
@@ -139,7 +139,7 @@ def test_the_course_sanitizes_what_formgrader_and_feedback_render() -> None:
 
 
 @pytest.mark.parametrize("template", ["formgrade", "classic"])
-def test_student_html_does_not_run_in_chromium(template: str, browser, tmp_path: Path) -> None:  # noqa: ANN001
+def test_student_html_does_not_run_in_chromium(template: str, browser, tmp_path: Path) -> None:
     config = _course_config()
     control = _what_ran(browser, _render(_hostile_notebook(), Config(), template), tmp_path, "control")
     assert {"markdown script", "markdown img", "output img"} <= set(control), control

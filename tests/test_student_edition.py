@@ -151,7 +151,8 @@ def _execute(nb, cwd, edition, allow_errors=False):
 def _from_edition_check(edition):
     return nbformat.v4.new_code_cell(
         "import pathlib, course_utils\n"
-        f"assert pathlib.Path(course_utils.__file__).resolve().is_relative_to(pathlib.Path({str(edition)!r})), course_utils.__file__"
+        "assert pathlib.Path(course_utils.__file__).resolve()"
+        f".is_relative_to(pathlib.Path({str(edition)!r})), course_utils.__file__"
     )
 
 

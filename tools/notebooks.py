@@ -173,7 +173,8 @@ def badge_source(setting: Setting, path_in_repo: str) -> str:
             f"*Local edition ({setting.repository}): open this notebook in Jupyter; Colab links need GitHub.*"
         )
     else:
-        badge = f'<a href="{url}" target="_parent"><img src="https://colab.research.google.com/assets/colab-badge.svg" alt="Open In Colab"/></a>'
+        image = "https://colab.research.google.com/assets/colab-badge.svg"
+        badge = f'<a href="{url}" target="_parent"><img src="{image}" alt="Open In Colab"/></a>'
     if is_lab(path_in_repo):
         badge += LAB_SUBMISSION.format(name=path_in_repo.rsplit("/", 1)[-1])
     return badge

@@ -142,7 +142,8 @@ def _readme(setting: nbtools.Setting, out: Path, solutions: bool) -> str:
                 f"| {_title(p)} | `{rel}` | {f'[Open in Colab]({url})' if url else '(local edition)'} |"
             )
     solutions_note = (
-        "\n## Solutions\n\n`solutions/` holds the instructor's worked solutions to the lab, published after the deadline.\n"
+        "\n## Solutions\n\n`solutions/` holds the instructor's worked solutions to the lab, "
+        "published after the deadline.\n"
         if solutions
         else ""
     )

@@ -247,7 +247,7 @@ class FastLoader:
             yield x, self.labels[idx]
 
 
-def classic_transforms(augment: bool = True):  # noqa: ANN201 - a torchvision Compose
+def classic_transforms(augment: bool = True):
     """The course's original per-image PIL pipeline."""
     from torchvision import transforms
 
@@ -328,7 +328,7 @@ def get_dataloaders(
     return train, val, test
 
 
-def _classic_loaders(batch_size, augment, train_idx, val_idx, test_idx, seed):  # noqa: ANN001, ANN202
+def _classic_loaders(batch_size, augment, train_idx, val_idx, test_idx, seed):
     from torch.utils.data import DataLoader, Subset
     from torchvision import datasets
 

