@@ -66,6 +66,7 @@ lab: setup
 	$(VENV)/bin/jupyter lab $(ROOT_FLAG) notebooks/
 
 test: setup chromium proxy
+	@$(MAKE) --no-print-directory lint  # lint first: a style error fails in seconds, not after the suite
 	$(PY) -m pytest
 
 bench: setup
