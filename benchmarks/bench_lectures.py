@@ -157,8 +157,9 @@ def run() -> str:
             f"before and after the lectures: {', '.join(f'{t:.2f}' for t in epoch_times)} s); target: within 1.3x, "
             f"{'met' if ratio <= 1.3 else 'NOT met'}.",
             "",
-            f"All {len(names)} lecture notebooks executed top to bottom at full size on the CPU, {threads} torch threads "
-            f"({os.cpu_count()} cores); lecture times are {'the median of ' + str(repeats) + ' runs' if repeats > 1 else 'one run'} "
+            f"All {len(names)} lecture notebooks executed top to bottom at full size on the CPU, "
+            f"{threads} torch threads ({os.cpu_count()} cores); lecture times are "
+            f"{'the median of ' + str(repeats) + ' runs' if repeats > 1 else 'one run'} "
             "(`BENCH_LECTURE_REPEATS`), per-image pipeline costs the median of 3. "
             "*Classic* is estimated: measured time + images trained on x (classic - fast) cost per image. "
             f"1-minute load average before/after: {load_before:.1f}/{os.getloadavg()[0]:.1f} (other processes on "
