@@ -27,7 +27,7 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-def _learning_rate(optimizer) -> str:  # noqa: ANN001 - any optimizer, ours or torch's
+def _learning_rate(optimizer) -> str:
     groups = getattr(optimizer, "param_groups", None)
     if groups and "lr" in groups[0]:
         return f"lr={groups[0]['lr']:g}"
@@ -38,7 +38,7 @@ def _learning_rate(optimizer) -> str:  # noqa: ANN001 - any optimizer, ours or t
 def train_epoch(
     iterator: Iterable,
     model: nn.Module,
-    optimizer,  # noqa: ANN001 - a torch.optim optimizer or any object with zero_grad() and step()
+    optimizer,
     criterion: nn.Module,
     device: torch.device | str,
     progress: bool = True,
@@ -73,7 +73,7 @@ def train_epoch(
 def train(
     iterator: Iterable,
     model: nn.Module,
-    optimizer,  # noqa: ANN001 - see train_epoch
+    optimizer,
     criterion: nn.Module | None = None,
     device: torch.device | str | None = None,
     n_epochs: int = 5,
@@ -124,7 +124,7 @@ def train(
     return losses
 
 
-def _summary_writer(log_dir):  # noqa: ANN001, ANN202
+def _summary_writer(log_dir):
     if log_dir is None:
         return None
     try:

@@ -189,7 +189,7 @@ def setup_source(setting: Setting) -> str:
     """
     return f"""# Setup: on Colab (or wherever the course package is missing) install it; elsewhere this does nothing.
 try:
-    import course_utils  # noqa: F401
+    import course_utils
 except ImportError:
     import importlib
     import importlib.metadata
@@ -206,7 +206,7 @@ except ImportError:
         ) from None
     importlib.invalidate_caches()
     try:
-        import course_utils  # noqa: F401
+        import course_utils
     except ImportError as err:
         raise RuntimeError(
             f"{{SOURCE}} installed, but course_utils cannot be imported ({{err}}). Check that the repository "
