@@ -21,11 +21,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-import nbformat
 import pytest
 
 from autograder import spec
 from tests.fixtures import solutions, unix_users
+from tests.fixtures.course import solve_fetched
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(unix_users.MISSING, reason=unix_users.WHY_MISSING)]
 
@@ -41,24 +41,6 @@ ANSWERS = {  # which student solves what: one correct, one with known mistakes
     },
 }
 EXPECTED = {"good": (5.0, 5.0), "wrong": (4.0, 4.0)}  # (accumulation, adam)
-
-
-def _solve(folder: Path, answers: dict[str, str]) -> None:
-    """Replace the solution cell of each fetched notebook, keeping everything else (and the file's owner)."""
-    for name, source in answers.items():
-        path = folder / f"{name}.ipynb"
-        nb = nbformat.read(path, as_version=4)
-        cells = [
-            c
-            for c in nb.cells
-            if c.metadata.get("nbgrader", {}).get("grade_id") == spec.notebook(name).solution_id
-        ]
-        assert len(cells) == 1 and "NotImplementedError" in cells[0].source, (
-            f"{path} is not the released stub"
-        )
-        cells[0].source = source
-        with path.open("w") as fh:  # truncate in place: the student still owns the file
-            nbformat.write(nb, fh)
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +79,7 @@ def collected(users, tmp_path_factory: pytest.TempPathFactory) -> Path:
             assert fetched.is_dir() and fetched.stat().st_uid != 0, (
                 f"fetch_assignment did not fetch as {user}"
             )
-            _solve(fetched, ANSWERS[role])
+            solve_fetched(fetched, ANSWERS[role])
             unix_users.as_user(user, home, [str(VENV_BIN / "nbgrader"), "submit", ASSIGNMENT], home)
         inbound = exchange / COURSE_ID / "inbound"
         owners = {p.stat().st_uid for p in inbound.iterdir()}

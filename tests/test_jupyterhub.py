@@ -42,6 +42,7 @@ import pytest
 
 from autograder import settings, spec
 from tests.fixtures import solutions, unix_users
+from tests.fixtures.course import solve_fetched
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy" / "jupyterhub"
@@ -298,24 +299,6 @@ def _kill_users(uids: set[int]) -> None:
     psutil.wait_procs(left, timeout=10)
 
 
-def _solve(folder: Path, answers: dict[str, str]) -> None:
-    """What a student types: each fetched notebook's solution cell replaced, the file still theirs."""
-    for name, source in answers.items():
-        path = folder / f"{name}.ipynb"
-        nb = nbformat.read(path, as_version=4)
-        cells = [
-            c
-            for c in nb.cells
-            if c.metadata.get("nbgrader", {}).get("grade_id") == spec.notebook(name).solution_id
-        ]
-        assert len(cells) == 1 and "NotImplementedError" in cells[0].source, (
-            f"{path} is not the released stub"
-        )
-        cells[0].source = source
-        with path.open("w") as fh:
-            nbformat.write(nb, fh)
-
-
 def _login(browser, url: str, user: str):
     page = browser.new_page()
     page.goto(f"{url}/hub/login")
@@ -396,7 +379,7 @@ def test_students_submit_instructor_grades_students_read_feedback(hub: dict, tmp
                     lambda f=folder: (f / "adam.ipynb").exists(), f"{user} fetched nothing", page, tmp_path
                 )
                 assert folder.stat().st_uid == pwd.getpwnam(user).pw_uid  # fetched as the student
-                _solve(folder, answers)
+                solve_fetched(folder, answers)
                 page.get_by_role("button", name="Submit").click()
                 page.get_by_role("button", name="Fetch Feedback").wait_for(timeout=120_000)
             browser.close()
