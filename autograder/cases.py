@@ -272,22 +272,11 @@ def _shrink(lr: float, wd: float):
     return shrink
 
 
-# How the weight_decay driver runs the student's class with weight_decay=0: the coupled penalty it
-# must equal, and the known ways of getting it wrong (the judge names the one the steps match).
-DECAY_RUNS = (
-    "coupled",
-    "decay_decoupled",
-    "decay_decoupled_after",
-    "decay_ignored",
-    "decay_doubled",
-    "decay_halved",
-)
-
-
 def run_weight_decay(adam_cls, seed: int, device: torch.device) -> dict:
     """Per setting: the student's class with ``weight_decay=wd``, and the same class with
-    ``weight_decay=0`` fed each way of :data:`DECAY_RUNS` (the coupled penalty first)."""
-    runs = {key: [] for key in ("student", *DECAY_RUNS)}
+    ``weight_decay=0`` fed the coupled penalty it must equal, and each known way of getting the
+    decay wrong (the judge names the one the student's steps match)."""
+    runs: dict[str, list] = {}
     for i, hparams in enumerate(WEIGHT_DECAY_SETTINGS):
         wd, lr = hparams["weight_decay"], hparams.get("lr", 1e-3)
         plain = {k: v for k, v in hparams.items() if k != "weight_decay"}
@@ -302,7 +291,7 @@ def run_weight_decay(adam_cls, seed: int, device: torch.device) -> dict:
         }
         for key, (kwargs, hooks) in ways.items():
             params = adam_params(seed + i, device)
-            runs[key].append(
+            runs.setdefault(key, []).append(
                 _feed(
                     adam_cls(params, **kwargs),
                     params,

@@ -362,7 +362,7 @@ def training_loop(payload: dict, seed: int, device) -> Finding | None:
     return Finding(problem) if problem else None
 
 
-# What each weight_decay=0 run of the driver (cases.DECAY_RUNS) means when the student's steps match it.
+# What each weight_decay=0 run of cases.run_weight_decay means when the student's steps match it.
 _DECAY_EXPLAINED = {
     "decay_decoupled": ("decay_decoupled", "your steps are those of your update with the weights shrunk directly, "
                         "by (1 - lr * weight_decay), outside m and v"),
