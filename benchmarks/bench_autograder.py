@@ -34,23 +34,8 @@ if str(ROOT) not in sys.path:  # the autograder is imported from the repository,
 
 from tests.fixtures import course  # noqa: E402 - after the repository is on sys.path
 
-STOCK_CONFIG = """c = get_config()
-c.CourseDirectory.course_id = "optimizers-course"
-c.Execute.timeout = 60
-"""
-
-
 # The kernels of both sides run with the same threads and quiet progress bars, as the jail sets them.
 SAME_AS_JAIL = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TQDM_DISABLE": "1", "MPLBACKEND": "Agg"}
-
-
-def _course(tmp: Path, name: str, config: str | None, n: int) -> Path:
-    """A scratch course (tests/fixtures/course.py) released, with ``n`` students' correct submissions."""
-    root = course.scratch(tmp / name, config=config)
-    course.nbgrader(root, "generate_assignment", course.ASSIGNMENT, "--force")
-    for i in range(n):
-        course.submit(root, f"student{i:02d}", course.CORRECT)
-    return root
 
 
 def _busy_jiffies() -> int:
@@ -117,9 +102,10 @@ def run() -> str:
     cores: dict[str, list[float]] = {k: [] for k in configs}
     scores = set()
     with tempfile.TemporaryDirectory(prefix="bench-autograder-") as tmp:
+        students = {f"student{i:02d}": course.CORRECT for i in range(n)}  # a class of correct submissions
         roots = {
-            "ours": _course(Path(tmp), "ours", None, n),
-            "stock": _course(Path(tmp), "stock", STOCK_CONFIG, n),
+            "ours": course.collected(Path(tmp) / "ours", students),
+            "stock": course.collected(Path(tmp) / "stock", students, config=course.STOCK_CONFIG),
         }
         for key in configs:  # warm-up, not counted
             configs[key](roots)

@@ -33,10 +33,6 @@ if str(ROOT) not in sys.path:  # the autograder is imported from the repository,
 
 from tests.fixtures import course  # noqa: E402 - after the repository is on sys.path
 
-STOCK_CONFIG = """c = get_config()
-c.CourseDirectory.course_id = "optimizers-course"
-c.Execute.timeout = 60
-"""
 SAME_AS_JAIL = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
 STUDENT = "ada"
 PRESSES = 2
@@ -56,13 +52,6 @@ def _request(url: str, token: str, method: str = "GET", timeout: float = 1800) -
     with urllib.request.urlopen(req, timeout=timeout) as response:
         body = response.read()
     return time.perf_counter() - start, body
-
-
-def _course(tmp: Path, name: str, config: str | None) -> Path:
-    root = course.scratch(tmp / name, config=config)
-    course.nbgrader(root, "generate_assignment", course.ASSIGNMENT, "--force")
-    course.submit(root, STUDENT, course.CORRECT)
-    return root
 
 
 def _press(base: str, token: str) -> dict[str, float]:
@@ -132,9 +121,11 @@ def _server_presses(root: Path, extra_env: dict[str, str]) -> list[dict[str, flo
 
 def run() -> str:
     with tempfile.TemporaryDirectory(prefix="bench-formgrader-") as tmp:
-        ours = _server_presses(_course(Path(tmp), "ours", None), SAME_AS_JAIL)
+        submission = {STUDENT: course.CORRECT}
+        ours = _server_presses(course.collected(Path(tmp) / "ours", submission), SAME_AS_JAIL)
         stock = _server_presses(
-            _course(Path(tmp), "stock", STOCK_CONFIG), {**SAME_AS_JAIL, "MPLBACKEND": "Agg"}
+            course.collected(Path(tmp) / "stock", submission, config=course.STOCK_CONFIG),
+            {**SAME_AS_JAIL, "MPLBACKEND": "Agg"},
         )
     rows = [
         f"| {name} | press {i + 1} | {r['seconds']:.1f} | {r['status_median']:.2f} | {r['status_max']:.1f} |"
