@@ -10,11 +10,7 @@ from __future__ import annotations
 import base64
 import csv
 import html
-import os
 import re
-import shutil
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -22,8 +18,8 @@ import pytest
 
 from autograder import report, spec
 from autograder.results import NotebookResult, PartResult, StudentResult
+from tests.fixtures import course
 
-ROOT = Path(__file__).resolve().parents[1]
 # What graded notebooks record for two known-wrong answers: each failed part's message and the code
 # of the mistake its judge named (tests/test_autograder.py checks the judges; here, the pages).
 FAILURES = {
@@ -155,31 +151,16 @@ def test_class_page_counts_scores_mistakes_and_failed_parts(tmp_path: Path, grad
     assert 'id="unconfined"' in text and "cleo" in text
 
 
-def _scratch_course(tmp_path: Path) -> tuple[Path, dict]:
-    course = tmp_path / "course"
-    shutil.copytree(ROOT / "assignments" / "source", course / "source")
-    shutil.copy(ROOT / "assignments" / "nbgrader_config.py", course / "nbgrader_config.py")
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PATH=path)  # nbgrader runs `alembic` from the venv
-    return course, env
-
-
-def _nbgrader(args: list[str], course: Path, env: dict) -> None:
-    proc = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course, env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-
-
 def test_export_plugin_writes_the_grades_from_a_real_gradebook(tmp_path: Path) -> None:
     from nbgrader.api import Gradebook
     from sqlalchemy.exc import SAWarning
 
-    course, env = _scratch_course(tmp_path)
-    _nbgrader(["generate_assignment", spec.ASSIGNMENT, "--force"], course, env)
+    root = course.scratch(tmp_path)
+    course.nbgrader(root, "generate_assignment", spec.ASSIGNMENT, "--force", timeout=300)
     marks = {"ada": {"accumulation": 5, "adam": 5}, "ben": {"accumulation": 3, "adam": 1}}
     with (
         warnings.catch_warnings(),
-        Gradebook(f"sqlite:///{course / 'gradebook.db'}", "optimizers-course") as gb,
+        Gradebook(f"sqlite:///{root / 'gradebook.db'}", "optimizers-course") as gb,
     ):
         warnings.simplefilter("ignore", SAWarning)  # nbgrader's own autoflush chatter
         for student, per_notebook in marks.items():
@@ -194,8 +175,8 @@ def test_export_plugin_writes_the_grades_from_a_real_gradebook(tmp_path: Path) -
         gb.add_student("dev")  # enrolled, submitted nothing: not a row
         gb.db.commit()
 
-    out = report.export_csv(course, tmp_path / "out" / "grades.csv")
+    out = report.export_csv(root, tmp_path / "out" / "grades.csv")
     expected = ["student_id,accumulation,adam,total,max_score", "ada,5,5,10,10", "ben,3,1.5,4.5,10"]
     assert out.read_text().splitlines() == expected
-    _nbgrader(["export", "--exporter=autograder.report.LabCsvExport", "--to=nb.csv"], course, env)
-    assert (course / "nb.csv").read_text() == out.read_text()  # the same plugin under nbgrader's own app
+    course.nbgrader(root, "export", "--exporter=autograder.report.LabCsvExport", "--to=nb.csv", timeout=300)
+    assert (root / "nb.csv").read_text() == out.read_text()  # the same plugin under nbgrader's own app
