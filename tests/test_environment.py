@@ -44,13 +44,6 @@ def _written_scores(root: Path, student: str) -> list[float]:
     return scores
 
 
-def _course(base: Path) -> Path:
-    root = course.scratch(base)
-    course.release(root)
-    course.submit(root, STUDENT, course.CORRECT)
-    return root
-
-
 @pytest.fixture(scope="module")
 def other_checkout_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Python environment whose course_utils is an editable install of a second clone of the course.
@@ -79,7 +72,7 @@ def other_checkout_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_an_editable_install_of_another_checkout_stops_every_entry_point(
     other_checkout_env: Path, tmp_path: Path
 ) -> None:
-    root = _course(tmp_path)
+    root = course.collected(tmp_path, {STUDENT: course.CORRECT})
     grade = subprocess.run([str(other_checkout_env), "-m", "autograder", "--course", str(root), "grade",
                             "--workers", "1"], cwd=ROOT, env=course.env(), capture_output=True, text=True,
                            timeout=course.scaled(600))  # fmt: skip
@@ -101,7 +94,7 @@ def test_an_editable_install_of_another_checkout_stops_every_entry_point(
 
 
 def test_a_missing_mnist_cache_stops_grading_and_names_the_fix(tmp_path: Path) -> None:
-    root = _course(tmp_path)
+    root = course.collected(tmp_path, {STUDENT: course.CORRECT})
     empty = tmp_path / "no-mnist"
     empty.mkdir()
     grade = course.autograder(root, "grade", "--workers", "1", check=False, COURSE_DATA_DIR=str(empty))
@@ -118,10 +111,8 @@ def test_a_missing_mnist_cache_stops_grading_and_names_the_fix(tmp_path: Path) -
 
 
 def _released_with_error(cell_id: str, before: str | None = None) -> nbformat.NotebookNode:
-    nb = nbformat.read(ROOT / "assignments" / "source" / spec.ASSIGNMENT / "adam.ipynb", as_version=4)
-    index = next(
-        i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == cell_id
-    )
+    nb = course.source("adam")
+    index = course.cell_index(nb, cell_id)
     nb.cells[index].outputs = [
         nbformat.v4.new_output(
             "error", ename="ModuleNotFoundError", evalue="No module named 'course_utils'", traceback=[]
