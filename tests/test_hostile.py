@@ -21,9 +21,9 @@ each (exactly what formgrader's Autograde button runs), in this order:
 Every kind then asserts four things: nothing outside its scratch changed (the course
 minus the expected outputs, the canaries, the repository's grader), no connection
 arrived, the honest classmates keep 10/10, and the hostile part scores what its code
-deserves with a clear status. The payloads aim at this test's temporary folders, and at
-the real grader only to *open* its files for writing (never writing); their hashes are
-compared before and after anyway.
+deserves with a clear status. The payloads are real files in ``tests/hostile/``; they aim at
+this test's temporary folders, and at the real grader only to *open* its files for writing
+(never writing); their hashes are compared before and after anyway.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ import hashlib
 import json
 import os
 import secrets
-import shutil
 import socket
 import sqlite3
 import subprocess
@@ -49,14 +48,13 @@ import pytest
 
 from autograder import spec
 from autograder.results import StudentResult, load_student
-from tests.fixtures import solutions
+from tests.fixtures import course, solutions
+from tests.fixtures.course import ASSIGNMENT, CORRECT, ROOT
 from tests.fixtures.timing import scaled
+from tests.hostile import call, payload
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
-VENV_BIN = ROOT / ".venv" / "bin"
-ASSIGNMENT = spec.ASSIGNMENT
 HONEST = ("alice", "bob")
 ORDER = ("alice", "eve", "mallory", "trudy", "bob")  # alice's results exist before the attacks; bob's do not
 TOKEN = "hostile" + secrets.token_hex(6)  # marks every process and file a payload makes
@@ -72,256 +70,20 @@ LIMITS = {  # small, so that the looping and hoarding students cost seconds, not
 
 # ----------------------------------------------------------------------------- the payloads
 
-# Runs in eve's solution cells, so in the jailed kernel and in the jailed hidden-check
-# process. Every attempt either raises (denied) or counts as a breach; breaches that read
-# something print what they read, so a leak would also show in her graded notebook.
-ATTACKS = '''\
-def _hostile(where):
-    """Try to get out of the jail; return what worked (nothing should)."""
-    import ctypes
-    import os
-    import socket
-    import sqlite3
-    import subprocess
-    import sys
-
-    T = %(targets)r
-    worked, denied = [], []
-
-    def attempt(label, fn):
-        try:
-            got = fn()
-        except Exception as exc:
-            denied.append(f"{label}: {type(exc).__name__}")
-            return
-        worked.append(label)
-        print("BREACH", label, str(got)[:300])
-
-    def read(path):
-        with open(path, "rb") as fh:
-            return fh.read()
-
-    def libc_open(path, flags):
-        fd = ctypes.CDLL(None, use_errno=True).open(path.encode(), flags)
-        if fd < 0:
-            raise OSError(ctypes.get_errno(), path)
-        os.close(fd)
-        return fd
-
-    def write(path, data, mode="w"):
-        with open(path, mode) as fh:
-            fh.write(data)
-
-    def at_dir(folder, name, flags):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.close(os.open(name, flags, dir_fd=fd))
-        finally:
-            os.close(fd)
-
-    def sql(db, statement):
-        con = sqlite3.connect(f"file:{db}?mode=rw", uri=True)
-        con.execute(statement)
-        con.commit()
-        return con.total_changes
-
-    def nbgrader_api(db):
-        from nbgrader.api import Gradebook
-
-        with Gradebook(f"sqlite:///{db}", "optimizers-course") as gb:
-            for student in ("eve", "alice"):
-                grade = gb.find_grade("test_adam_first_step", "adam", "optimizers_lab", student)
-                grade.manual_score = 5.0 if student == "eve" else 0.0
-            gb.db.commit()
-
-    def connect(host):
-        socket.create_connection((host, T["port"]), timeout=2).close()
-
-    def abstract():
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(2)
-            s.connect("\\0" + T["abstract"])
-
-    # read_classmate
-    for path in (T["alice_submitted"], T["alice_graded"], "/proc/1/root" + T["alice_submitted"]):
-        attempt(f"read_classmate {path}", lambda path=path: read(path))
-    attempt("read_classmate listdir", lambda: os.listdir(T["submitted"]))
-    attempt("read_classmate hardlink", lambda: os.link(T["alice_submitted"], "alice.ipynb"))
-    # read_hidden_checks
-    for path in T["hidden"]:
-        attempt(f"read_hidden_checks {path}", lambda path=path: read(path))
-        attempt(f"read_hidden_checks libc {path}", lambda path=path: libc_open(path, os.O_RDONLY))
-    attempt("read_hidden_checks import", lambda: __import__("tests.fixtures.solutions").fixtures.solutions.ADAM)
-    # edit_gradebook
-    attempt("edit_gradebook sqlite3", lambda: sql(T["gradebook"], "UPDATE grade SET manual_score = 0"))
-    attempt("edit_gradebook nbgrader.api", lambda: nbgrader_api(T["gradebook"]))
-    # overwrite_results
-    attempt("overwrite_results alice", lambda: write(T["alice_graded"], "{}"))
-    attempt("overwrite_results bob", lambda: write(T["bob_submitted"], "{}"))
-    attempt("overwrite_results unlink", lambda: os.unlink(T["alice_graded"]))
-    # write_outside
-    attempt("write_outside open", lambda: write(T["canary"], "owned"))
-    attempt("write_outside create", lambda: write(T["canary_dir"] + "/new.txt", "owned", "x"))
-    attempt("write_outside dir_fd", lambda: at_dir(T["canary_dir"], "canary.txt", os.O_WRONLY | os.O_TRUNC))
-    attempt("write_outside libc", lambda: libc_open(T["canary"], os.O_WRONLY | os.O_TRUNC))
-    try:  # the jail's own /tmp (bubblewrap's private root) is fine; the host's is checked from outside
-        write("/tmp/" + T["token"], "owned", "x")
-    except OSError:
-        pass
-    # connect_out
-    for host in ("127.0.0.1", T["host_ip"]):
-        attempt(f"connect_out {host}", lambda host=host: connect(host))
-    attempt("connect_out abstract unix socket", abstract)
-    # rewrite_grader: the real files are only opened (never written); the course copy is written
-    for path in T["grader"]:
-        attempt(f"rewrite_grader {path}", lambda path=path: os.close(os.open(path, os.O_WRONLY | os.O_APPEND)))
-    attempt("rewrite_grader course config", lambda: write(T["course_config"], "\\n# " + T["token"] + "\\n", "a"))
-    # daemonise: starting processes inside the jail is allowed; outliving the grading is not
-    daemon = [sys.executable, "-c", T["daemon"]]
-    pid = os.fork()
-    if pid == 0:  # double fork: the daemon is nobody's child
-        try:
-            os.setsid()
-            if os.fork() == 0:
-                os.execv(sys.executable, daemon)
-        finally:
-            os._exit(0)
-    os.waitpid(pid, 0)
-    started = subprocess.Popen(["setsid", *daemon], start_new_session=True, stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    print(f"HOSTILE-RAN {where}: {len(denied)} denied, daemons started ({started.pid})")
-    for line in denied:
-        print("denied", line)
-    return worked
-
-
-_breaches = _hostile(__name__)
-if _breaches:
-    raise RuntimeError(f"BREACH {_breaches}")
-'''
-
-# The daemons: they try, twice a second for five minutes, to rewrite scores and results.
-DAEMON = """\
-import sqlite3, time  # %(token)s
-T = %(targets)r
-for _ in range(600):
-    for path, text in ((T["canary_dir"] + "/daemon.txt", "daemon"), (T["alice_graded"], "{}")):
-        try:
-            with open(path, "w") as fh:
-                fh.write(text)
-        except OSError:
-            pass
-    try:
-        con = sqlite3.connect(f"file:{T['gradebook']}?mode=rw", uri=True)
-        con.execute("UPDATE grade SET manual_score = 10")
-        con.commit()
-    except Exception:
-        pass
-    time.sleep(0.5)
-"""
-
-PATCH_CHECKS = """\
-import sys
-
-import torch
-
-torch.testing.assert_close = lambda *args, **kwargs: None
-torch.allclose = lambda *args, **kwargs: True
-torch.equal = lambda *args, **kwargs: True
-try:  # the kernel's stand-in; in the hidden-check process there is none
-    import autograder
-except ImportError:
-    autograder = None
-for module in (autograder, sys.modules.get("harness_cases"), sys.modules.get("harness_sandbox")):
-    if module is not None:
-        module.check = lambda *args, **kwargs: print("all hidden checks passed")
-"""
-
-FLOOD = """\
-import sys
-
-from IPython.display import display
-
-chunk = "x" * 2**20 + "\\n"
-for _ in range(100):  # 100 MB on stdout
-    sys.stdout.write(chunk)
-    sys.stdout.flush()
-sys.stderr.write("y" * 10 * 2**20)
-display({"text/plain": "z" * 20 * 2**20}, raw=True)
-"""
-
+# Real files in tests/hostile/. eve's escape_jail runs in her solution cells, so in the jailed
+# kernel and in the jailed hidden-check process, and starts outlive_grading's daemons; the fixture
+# below appends the calls with its targets.
+PATCH_CHECKS = payload("patch_checks")
+FLOOD = payload("flood_output")
+FUSED_ADAM = payload("fused_adam")
+HOARD = payload("hoard_memory")
+SUBCLASS_ADAM = payload("subclass_adam")
+LOOP = payload("loop_forever")
+# mallory's wrong train_epoch (it does not scale the loss) inside `if __name__ == "__main__":`
 GUARDED_WRONG = 'if __name__ == "__main__":\n' + "".join(
     "    " + line if line.strip() else line
     for line in solutions.ACCUMULATION_MISTAKES["loss_not_scaled"][0].splitlines(True)
 )
-
-FUSED_ADAM = '''\
-class Adam:
-    """Adam that hands the update to torch's fused kernel, its name spelled at run time."""
-
-    def __init__(self, model_params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
-        self.params = list(model_params)
-        self.lr, self.betas, self.eps = lr, betas, eps
-        self.m = [torch.zeros_like(p) for p in self.params]
-        self.v = [torch.zeros_like(p) for p in self.params]
-        self.t = [torch.zeros((), device=p.device) for p in self.params]
-
-    def zero_grad(self):
-        for p in self.params:
-            p.grad = None
-
-    @torch.no_grad()
-    def step(self):
-        kernel = getattr(torch.ops.aten, "_fused_" + "adam_")
-        live = [i for i, p in enumerate(self.params) if p.grad is not None]
-        for i in live:
-            self.t[i] += 1
-        pick = lambda xs: [xs[i] for i in live]  # noqa: E731
-        kernel(pick(self.params), [self.params[i].grad for i in live], pick(self.m), pick(self.v), [],
-               pick(self.t), lr=self.lr, beta1=self.betas[0], beta2=self.betas[1], weight_decay=0.0,
-               eps=self.eps, amsgrad=False, maximize=False)
-'''
-
-HOARD = '''\
-def train_epoch(iterator, model, optimizer, criterion, device, accumulation_steps):
-    """Keeps 256 MiB more, touched, until something stops it."""
-    hoard = []
-    while True:
-        hoard.append(torch.ones(2**26))
-'''
-
-SUBCLASS_ADAM = '''\
-class Adam(torch.optim.Optimizer):
-    """Adam as a torch.optim.Optimizer subclass doing its own maths (allowed)."""
-
-    def __init__(self, model_params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        if lr < 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        super().__init__(model_params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        for group in self.param_groups:
-            beta_1, beta_2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["t"] = 0
-                    state["m"] = torch.zeros_like(p)
-                    state["v"] = torch.zeros_like(p)
-                state["t"] += 1
-                m, v, t = state["m"], state["v"], state["t"]
-                grad = p.grad.add(p, alpha=group["weight_decay"])
-                m.mul_(beta_1).add_(grad, alpha=1 - beta_1)
-                v.mul_(beta_2).addcmul_(grad, grad, value=1 - beta_2)
-                m_hat = m / (1 - beta_1**t)
-                v_hat = v / (1 - beta_2**t)
-                p.sub_(group["lr"] * m_hat / (v_hat.sqrt() + group["eps"]))
-'''
-
-LOOP = "while True:\n    pass"
 
 
 # ----------------------------------------------------------------------------- the course
@@ -371,39 +133,6 @@ def _host_ip() -> str:
             return s.getsockname()[0]
     except OSError:
         return "127.0.0.2"
-
-
-def _env(scratch: Path) -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("AUTOGRADER_", "COURSE_FAST", "NBGRADER"))
-    }
-    env.update(PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}", PYTHONPATH=str(ROOT),
-               AUTOGRADER_SCRATCH=str(scratch))  # fmt: skip
-    return env
-
-
-def _nbgrader(args: list[str], course: Path, env: dict[str, str], log: Path, check: bool = True) -> int:
-    with log.open("a") as out:
-        proc = subprocess.run([str(VENV_BIN / "nbgrader"), *args], cwd=course, env=env, stdout=out,
-                              stderr=subprocess.STDOUT, timeout=scaled(900))  # fmt: skip
-    assert proc.returncode == 0 or not check, log.read_text()[-4000:]
-    return proc.returncode
-
-
-def _answer(
-    course: Path, name: str, solution: str, after: list[str] = (), end: list[str] = ()
-) -> nbformat.NotebookNode:
-    """The released notebook with ``solution`` in the solution cell, and extra code cells after it / at the end."""
-    nb = nbformat.read(course / "release" / ASSIGNMENT / f"{name}.ipynb", as_version=4)
-    at = next(
-        i
-        for i, c in enumerate(nb.cells)
-        if c.metadata.get("nbgrader", {}).get("grade_id") == spec.notebook(name).solution_id
-    )
-    nb.cells[at].source = solution
-    nb.cells[at + 1 : at + 1] = [nbformat.v4.new_code_cell(s) for s in after]
-    nb.cells += [nbformat.v4.new_code_cell(s) for s in end]
-    return nb
 
 
 def _digest(path: Path) -> str:
@@ -516,22 +245,25 @@ def _diff(before: dict, after: dict) -> dict[str, tuple]:
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory: pytest.TempPathFactory) -> Graded:
     base = tmp_path_factory.mktemp("hostile")
-    course = base / "assignments"
-    course.mkdir()
-    shutil.copy(ROOT / "assignments" / "nbgrader_config.py", course)
-    with (course / "nbgrader_config.py").open("a") as config:  # the grading limits travel as configuration
-        config.writelines(f"c.Grading.{name} = {value!r}\n" for name, value in LIMITS.items())
-    shutil.copytree(ROOT / "assignments" / "source", course / "source")
+    root = course.scratch(base, grading=LIMITS)  # the grading limits travel as configuration
     scratch = base / "scratch"
     scratch.mkdir()
     canary_dir = base / "canary"
     canary_dir.mkdir()
     (canary_dir / "canary.txt").write_text(TOKEN)
-    env, log = _env(scratch), base / "nbgrader.log"
-    _nbgrader(["generate_assignment", ASSIGNMENT, "--force"], course, env, log)
+    log = base / "nbgrader.log"
+
+    def nbgrader(*args: str, check: bool = True) -> int:
+        """nbgrader's own command line on the course, its output kept in ``log``."""
+        proc = course.nbgrader(root, *args, check=check, AUTOGRADER_SCRATCH=str(scratch))
+        with log.open("a") as out:
+            out.write(proc.stdout + proc.stderr)
+        return proc.returncode
+
+    nbgrader("generate_assignment", ASSIGNMENT, "--force")
 
     listener = Listener()
-    sub = course / "submitted"
+    sub = root / "submitted"
     targets = {
         "token": TOKEN,
         "port": listener.port,
@@ -539,35 +271,34 @@ def graded(tmp_path_factory: pytest.TempPathFactory) -> Graded:
         "host_ip": _host_ip(),
         "submitted": str(sub),
         "alice_submitted": str(sub / "alice" / ASSIGNMENT / "adam.ipynb"),
-        "alice_graded": str(course / "autograded" / "alice" / ASSIGNMENT / "adam.ipynb"),
+        "alice_graded": str(root / "autograded" / "alice" / ASSIGNMENT / "adam.ipynb"),
         "bob_submitted": str(sub / "bob" / ASSIGNMENT / "adam.ipynb"),
-        "gradebook": str(course / "gradebook.db"),
+        "gradebook": str(root / "gradebook.db"),
         "hidden": [str(ROOT / "autograder" / f) for f in ("judge.py", "cases.py")]
         + [str(ROOT / "tests" / "fixtures" / "solutions.py")],
         "grader": [str(p) for p in GRADER_FILES],
-        "course_config": str(course / "nbgrader_config.py"),
+        "course_config": str(root / "nbgrader_config.py"),
         "canary_dir": str(canary_dir),
         "canary": str(canary_dir / "canary.txt"),
     }
-    targets["daemon"] = DAEMON % {"token": TOKEN, "targets": targets}
-    attacks = ATTACKS % {"targets": targets}
+    targets["daemon"] = call("outlive_grading", targets)  # its command line holds TOKEN (in targets)
+    attacks = call("escape_jail", targets)
 
-    correct = {"accumulation": solutions.ACCUMULATION, "adam": solutions.ADAM}
     notebooks = {
-        "eve": {name: _answer(course, name, attacks + "\n\n" + correct[name]) for name in correct},
+        "eve": {name: course.answer(root, name, attacks + "\n\n" + CORRECT[name]) for name in CORRECT},
         "mallory": {
-            "accumulation": _answer(
-                course, "accumulation", PATCH_CHECKS + "\n" + GUARDED_WRONG, after=[PATCH_CHECKS, FLOOD]
+            "accumulation": course.answer(
+                root, "accumulation", PATCH_CHECKS + "\n" + GUARDED_WRONG, after=[PATCH_CHECKS, FLOOD]
             ),
-            "adam": _answer(course, "adam", FUSED_ADAM),
+            "adam": course.answer(root, "adam", FUSED_ADAM),
         },
         "trudy": {
-            "accumulation": _answer(course, "accumulation", HOARD),
-            "adam": _answer(course, "adam", SUBCLASS_ADAM, after=[LOOP]),
+            "accumulation": course.answer(root, "accumulation", HOARD),
+            "adam": course.answer(root, "adam", SUBCLASS_ADAM, after=[LOOP]),
         },
     }
     for student in HONEST:
-        notebooks[student] = {name: _answer(course, name, correct[name]) for name in correct}
+        notebooks[student] = {name: course.answer(root, name, CORRECT[name]) for name in CORRECT}
         for nb in notebooks[student].values():
             nb.cells.append(nbformat.v4.new_markdown_cell(f"{student}'s own notes: {ALICE_SECRET}"))
     for student, nbs in notebooks.items():
@@ -576,7 +307,7 @@ def graded(tmp_path_factory: pytest.TempPathFactory) -> Graded:
             path.parent.mkdir(parents=True, exist_ok=True)
             nbformat.write(nb, path)
 
-    course_before = _tree(course, _course_outputs)
+    course_before = _tree(root, _course_outputs)
     canary_before = _tree(canary_dir)
     grader_before = _grader_state()
     seconds, codes = {}, {}
@@ -584,14 +315,12 @@ def graded(tmp_path_factory: pytest.TempPathFactory) -> Graded:
     try:
         for student in ORDER:
             started = time.monotonic()
-            codes[student] = _nbgrader(
-                ["autograde", ASSIGNMENT, "--student", student, "--force"], course, env, log, False
-            )
+            codes[student] = nbgrader("autograde", ASSIGNMENT, "--student", student, "--force", check=False)
             seconds[student] = round(time.monotonic() - started, 1)
             print(f"graded {student} in {seconds[student]} s")
             if student == "alice":
-                alice_before = _tree(course / "autograded" / "alice")
-                alice_grades_before = _grades(course / "gradebook.db", "alice")
+                alice_before = _tree(root / "autograded" / "alice")
+                alice_grades_before = _grades(root / "gradebook.db", "alice")
         time.sleep(2)  # a daemon that escaped would have written by now
         survivors = _processes_with(TOKEN)
         written = host_tmp.exists()
@@ -606,22 +335,22 @@ def graded(tmp_path_factory: pytest.TempPathFactory) -> Graded:
     graded_text, sizes = {}, {}
     for student in ORDER:
         for name in spec.NOTEBOOKS:
-            path = course / "autograded" / student / ASSIGNMENT / f"{name}.ipynb"
+            path = root / "autograded" / student / ASSIGNMENT / f"{name}.ipynb"
             graded_text[student, name] = path.read_text() if path.exists() else ""
             sizes[student, name] = path.stat().st_size if path.exists() else 0
-    with sqlite3.connect(course / "gradebook.db") as con:
+    with sqlite3.connect(root / "gradebook.db") as con:
         manual = con.execute(
             "SELECT id, manual_score, extra_credit FROM grade "
             "WHERE manual_score IS NOT NULL OR extra_credit IS NOT NULL"
         ).fetchall()
     return Graded(
-        course=course,
-        results={s: _load(course, s) for s in ORDER},
+        course=root,
+        results={s: _load(root, s) for s in ORDER},
         graded=graded_text,
         sizes=sizes,
-        changed_course=_diff(course_before, _tree(course, _course_outputs)),
-        changed_alice=_diff(alice_before, _tree(course / "autograded" / "alice")),
-        alice_grades=(alice_grades_before, _grades(course / "gradebook.db", "alice")),
+        changed_course=_diff(course_before, _tree(root, _course_outputs)),
+        changed_alice=_diff(alice_before, _tree(root / "autograded" / "alice")),
+        alice_grades=(alice_grades_before, _grades(root / "gradebook.db", "alice")),
         manual_scores=manual,
         canary_before=canary_before,
         canary_after=_tree(canary_dir),
@@ -840,33 +569,13 @@ def test_hostile_kind(kind: str, graded: Graded) -> None:
 
 
 # Other spellings of torch's Adam, in the hidden-check jail alone (one jailed process each).
+FUSED_KERNEL = 'getattr(torch.ops.aten, "_fused_" + "adam_")'  # AdamW's spelling replaces it
+assert FUSED_KERNEL in FUSED_ADAM, "tests/hostile/fused_adam.py no longer spells its kernel this way"
 DELEGATES = {
     "optim_adam_by_concatenation": solutions.ADAM_MISTAKES["optim_by_getattr"][0],
-    "functional_adam": """\
-import importlib
-
-class Adam:
-    def __init__(self, model_params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
-        self.params = list(model_params)
-        self.lr, self.betas, self.eps = lr, betas, eps
-        self.m = [torch.zeros_like(p) for p in self.params]
-        self.v = [torch.zeros_like(p) for p in self.params]
-        self.t = [torch.zeros(()) for p in self.params]
-
-    def zero_grad(self):
-        for p in self.params:
-            p.grad = None
-
-    @torch.no_grad()
-    def step(self):
-        functional = importlib.import_module("torch.optim." + "_functional")
-        getattr(functional, "ad" + "am")(self.params, [p.grad for p in self.params], self.m, self.v, [], self.t,
-            foreach=False, amsgrad=False, beta1=self.betas[0], beta2=self.betas[1], lr=self.lr,
-            weight_decay=0.0, eps=self.eps, maximize=False)
-""",
+    "functional_adam": payload("functional_adam"),
     "adamw_through_torch_C": FUSED_ADAM.replace(
-        'getattr(torch.ops.aten, "_fused_" + "adam_")',
-        'getattr(torch._C._VariableFunctions, "_fused_" + "adamw_")',
+        FUSED_KERNEL, 'getattr(torch._C._VariableFunctions, "_fused_" + "adamw_")'
     ),
 }
 
@@ -884,19 +593,7 @@ def test_the_scratch_folder_is_the_only_writable_place(tmp_path: Path) -> None:
     from autograder import jail
 
     cell = jail.Jail(tmp_path / "scratch")
-    code = (
-        "import os, sys\n"
-        "wrote = []\n"
-        "for path in ('/tmp/x', '/x', '/usr/x', os.path.join(os.getcwd(), 'x')):\n"
-        "    try:\n"
-        "        os.makedirs(os.path.dirname(path), exist_ok=True)\n"
-        "        with open(path, 'w') as fh:\n"
-        "            fh.write('x')\n"
-        "        wrote.append(path)\n"
-        "    except OSError:\n"
-        "        pass\n"
-        "print(wrote)\n"
-    )
+    code = payload("write_everywhere")
     try:
         proc = subprocess.run(
             cell.command([sys.executable, "-I", "-c", code]), capture_output=True, text=True, timeout=60

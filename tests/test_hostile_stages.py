@@ -27,12 +27,8 @@ import base64
 import csv
 import io
 import json
-import os
 import random
 import re
-import shutil
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -44,18 +40,14 @@ import pytest
 from autograder import checks, repair, spec
 from autograder.limits import _cgroup_parents, _prefix
 from autograder.results import StudentResult, load_student
-from tests.fixtures import solutions
+from tests.fixtures import course
+from tests.fixtures.course import ASSIGNMENT, CORRECT, ROOT
 from tests.hostile import payload
-from tests.test_hostile import _answer
 
-ROOT = Path(__file__).resolve().parents[1]
-VENV_BIN = ROOT / ".venv" / "bin"
-ASSIGNMENT = spec.ASSIGNMENT
 HONEST = ("alice", "bob", "noisy", "filler")  # filler and noisy attack, but their answers are correct
 RUN_SECONDS = 1800  # generous: the class takes a few minutes on a quiet machine
 GRADING = ["--part-timeout", "8", "--cell-timeout", "60", "--notebook-timeout", "300", "--workers", "2"]
-COURSE_LIMITS = "\nc.Grading.memory_bytes = 2 * 2**30  # (tests/test_hostile_stages.py)\n"
-CORRECT = {"accumulation": solutions.ACCUMULATION, "adam": solutions.ADAM}
+LIMITS = {"memory_bytes": 2 * 2**30}  # c.Grading.*, in the course's nbgrader_config.py
 
 
 # ----------------------------------------------------------------------------- crafted files
@@ -123,18 +115,6 @@ class Graded:
     cgroups_left: list[str]
 
 
-def _env(scratch: Path) -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("AUTOGRADER_", "COURSE_FAST", "NBGRADER"))
-    }
-    env.update(
-        PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
-        PYTHONPATH=str(ROOT),
-        AUTOGRADER_SCRATCH=str(scratch),
-    )
-    return env  # fmt: skip
-
-
 def _write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -149,29 +129,22 @@ def _runs_seen(scratch: Path, seen: set[str], stop: threading.Event) -> None:
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory: pytest.TempPathFactory) -> Graded:
     base = tmp_path_factory.mktemp("stages")
-    course, scratch = base / "assignments", base / "scratch"
-    course.mkdir()
+    root, scratch = course.scratch(base, grading=LIMITS), base / "scratch"
     scratch.mkdir()
-    shutil.copy(ROOT / "assignments" / "nbgrader_config.py", course)
-    with (course / "nbgrader_config.py").open("a") as fh:
-        fh.write(COURSE_LIMITS)
-    shutil.copytree(ROOT / "assignments" / "source", course / "source")
-    env = _env(scratch)
-    proc = subprocess.run([sys.executable, "-m", "autograder", "--course", str(course), "release"], env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    env = {"AUTOGRADER_SCRATCH": str(scratch)}
+    course.autograder(root, "release", timeout=600, **env)
 
     def answer(name: str, extra: str = "") -> str:
-        return nbformat.writes(_answer(course, name, CORRECT[name] + ("\n\n" + extra if extra else "")))
+        return nbformat.writes(course.answer(root, name, CORRECT[name] + ("\n\n" + extra if extra else "")))
 
-    sub = course / "submitted"
+    sub = root / "submitted"
     files = {
         "alice": {name: answer(name) for name in CORRECT},
         "bob": {name: answer(name) for name in CORRECT},
         "deep": {"accumulation": answer("accumulation"), "adam": deep_json()},
         "typed": {
             "accumulation": answer("accumulation"),
-            "adam": wrong_types(_answer(course, "adam", CORRECT["adam"])),
+            "adam": wrong_types(course.answer(root, "adam", CORRECT["adam"])),
         },
         "slow": {"accumulation": nbformat.writes(slow_to_repair()), "adam": answer("adam")},
         "flood": {"accumulation": answer("accumulation", payload("flood_channel")), "adam": answer("adam")},
@@ -192,47 +165,30 @@ def graded(tmp_path_factory: pytest.TempPathFactory) -> Graded:
     watcher.start()
     started = time.monotonic()
     try:
-        proc = subprocess.run([sys.executable, "-m", "autograder", "--course", str(course), "grade", *GRADING],
-                              env=env, capture_output=True, text=True, timeout=RUN_SECONDS + 300)  # fmt: skip
+        proc = course.autograder(root, "grade", *GRADING, timeout=RUN_SECONDS + 300, check=False, **env)
     finally:
         stop.set()
         watcher.join()
     seconds = time.monotonic() - started
     print(f"graded the class in {seconds:.0f} s", proc.stdout[-3000:], proc.stderr[-3000:])
-    export = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "autograder",
-            "--course",
-            str(course),
-            "export",
-            "--csv",
-            str(base / "grades.csv"),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert export.returncode == 0, export.stdout[-2000:] + export.stderr[-2000:]
+    course.autograder(root, "export", "--csv", str(base / "grades.csv"), timeout=600, **env)
     with (base / "grades.csv").open() as fh:
         rows = {r["student_id"]: r for r in csv.DictReader(fh)}
     results: dict[str, StudentResult | Exception] = {}
     text = {}
     for student in files:
         try:
-            results[student] = load_student(course, student)
+            results[student] = load_student(root, student)
         except Exception as exc:
             results[student] = exc
         for name in spec.NOTEBOOKS:
-            path = course / "autograded" / student / ASSIGNMENT / f"{name}.ipynb"
+            path = root / "autograded" / student / ASSIGNMENT / f"{name}.ipynb"
             text[student, name] = path.read_text() if path.exists() else ""
     prefixes = [_prefix(Path(p)) for p in seen]
     cgroups = [
         str(f) for parent in _cgroup_parents().values() for pre in prefixes for f in parent.glob(f"{pre}*")
     ]
-    return Graded(course, proc.returncode, proc.stdout + proc.stderr, seconds, rows, results, text,
+    return Graded(root, proc.returncode, proc.stdout + proc.stderr, seconds, rows, results, text,
                   sorted(p.name for p in scratch.iterdir()), cgroups)  # fmt: skip
 
 
