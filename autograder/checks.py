@@ -69,8 +69,10 @@ def run_checks(
     seed: int | None = None,
     limits: settings.Limits | None = None,
     confined: bool = True,
+    scratch: Path | None = None,
 ) -> dict[str, dict[str, Verdict]]:
-    """A verdict per notebook and part for the solution cells ``{notebook: source}``."""
+    """A verdict per notebook and part for the solution cells ``{notebook: source}``; the jailed
+    processes' folders go under ``scratch`` (default :func:`settings.scratch_root`)."""
     device = resolve_device(device)
     seed = settings.process_seed() if seed is None else int(seed)
     limits = limits or settings.Limits()
@@ -98,6 +100,7 @@ def run_checks(
             {"jobs": jobs, "drivers": drivers, "seed": seed, "device": device, "parts": keys},
             limits,
             confined,
+            scratch,
         )
         running = None
         for event in (e for e in events if e.get("part") in keys):
@@ -294,10 +297,12 @@ def _tensor_problem(t, allowed: set) -> str | None:
 # ----------------------------------------------------------------------------- the runner
 
 
-def _run_runner(request: dict, limits: settings.Limits, confined: bool = True) -> tuple[list[dict], str]:
+def _run_runner(
+    request: dict, limits: settings.Limits, confined: bool = True, scratch: Path | None = None
+) -> tuple[list[dict], str]:
     """Run the jailed runner until it ends or a part overruns; (events, how it ended)."""
     request = dict(request, modules={name: path.read_text() for name, path in _HARNESS.items()})
-    cell = jail.Jail(jail.new_scratch("checks"), limits=limits, confined=confined)
+    cell = jail.Jail(jail.new_scratch("checks", scratch), limits=limits, confined=confined)
     cell.overlays = torch_adam_stubs(cell.scratch / ".torch-adam")  # torch's Adam source is not in there
     try:
         proc = subprocess.Popen(

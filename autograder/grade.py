@@ -69,7 +69,8 @@ def grade_submission(task: Task, course: dict[str, bytes]) -> Outcome:
     warnings.filterwarnings("ignore", category=SAWarning)  # nbgrader's own autoflush chatter
     started = time.monotonic()
     outcome = Outcome(task.student)
-    with tempfile.TemporaryDirectory(prefix="autograder-course-", dir=settings.scratch_root()) as tmp:
+    scratch = settings.scratch_root(task.options)
+    with tempfile.TemporaryDirectory(prefix="autograder-course-", dir=scratch) as tmp:
         root = Path(tmp)
         for rel, data in course.items():
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -146,17 +147,23 @@ def record(root: Path, outcome: Outcome, timestamp: str | None) -> None:
         gb.db.commit()
 
 
-def _client(workers: int, scheduler: str | None):
+def _scheduler(scheduler: str | None) -> str | None:
+    """The address of the Dask scheduler to grade on (``--scheduler`` or ``$DASK_SCHEDULER_ADDRESS``, as
+    Dask itself reads it); None: a local cluster of our own."""
+    return scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
+
+
+def _client(workers: int, scheduler: str | None, scratch: Path):
     import dask
     from dask.distributed import Client, LocalCluster
 
-    address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    address = _scheduler(scheduler)
     if address:
         return Client(address, timeout=30)
     # A task whose worker dies is retried once on another; a second death marks it crashed.
     dask.config.set({"distributed.scheduler.allowed-failures": 1, "distributed.worker.daemon": False})
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                           local_directory=str(settings.scratch_root()))  # fmt: skip
+                           local_directory=str(scratch))  # fmt: skip
     return Client(cluster)
 
 
@@ -240,25 +247,24 @@ def grade_class(root: Path, students: list[str], *, options: settings.Options | 
     Whatever one submission does, the run finishes and records every other student: a task
     past ``task_seconds`` (default :func:`task_timeout`) is stopped and scores 0 as ``timeout``;
     a student whose files or outcome cannot be handled gets a ``grader error`` with the cause."""
-    from unittest.mock import patch
-
     root = Path(root)
-    scratch = Path(tempfile.mkdtemp(prefix="autograder-run-", dir=settings.scratch_root()))
-    try:  # the run's workers, jails and cgroups live under one folder, removed at the end
-        with patch.dict(os.environ, {"AUTOGRADER_SCRATCH": str(scratch)}):
-            return _grade_class(root, students, options, workers, scheduler, progress, task_seconds)
-    finally:
-        _sweep(scratch)
-
-
-def _grade_class(root: Path, students: list[str], options: settings.Options | None, workers: int,
-                 scheduler: str | None, progress: bool, task_seconds: float | None) -> dict[str, str]:  # fmt: skip
-    from distributed.scheduler import KilledWorker
-
     if options is None:  # what the course's nbgrader_config.py sets (c.Grading), as formgrader would grade
         options = settings.Options.from_config(settings.course_config(root))
     if options.seed is None:  # the course's base seed: each student's inputs are the same at every regrade
         options = replace(options, seed=settings.course_seed(root))
+    scratch = Path(tempfile.mkdtemp(prefix="autograder-run-", dir=settings.scratch_root(options)))
+    if not _scheduler(scheduler):  # our own workers: their jails, cgroups and copies under one folder, swept
+        options = replace(options, scratch=str(scratch))  # (a remote worker keeps its own scratch place)
+    try:
+        return _grade_class(root, students, options, workers, scheduler, progress, task_seconds, scratch)
+    finally:
+        _sweep(scratch)
+
+
+def _grade_class(root: Path, students: list[str], options: settings.Options, workers: int, scheduler: str | None,
+                 progress: bool, task_seconds: float | None, scratch: Path) -> dict[str, str]:  # fmt: skip
+    from distributed.scheduler import KilledWorker
+
     problems: dict[str, str] = {}
     tasks = {}
     for student in students:
@@ -270,7 +276,7 @@ def _grade_class(root: Path, students: list[str], options: settings.Options | No
             tasks.pop(student, None)
             problems[student] = _grader_error(root, student, exc)
     seconds = task_seconds or task_timeout(options.limits)
-    with _client(workers, scheduler) as client:
+    with _client(workers, scheduler, scratch) as client:
         from autograder.environment import check_cluster  # issue 20: no task before every worker can grade
 
         check_cluster(client, confined=not options.unconfined)

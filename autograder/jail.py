@@ -39,7 +39,7 @@ from pathlib import Path
 from jupyter_client.manager import AsyncKernelManager
 
 from autograder import settings
-from autograder.limits import Cgroups
+from autograder.limits import Cgroups, owner_tag, sweep_orphans
 
 
 class JailUnavailable(RuntimeError):
@@ -113,7 +113,7 @@ class Jail:
         self.scratch.mkdir(parents=True, exist_ok=True)
         if self.confined:
             check_available()
-        self.cgroups = Cgroups.create(self.limits)
+        self.cgroups = Cgroups.create(self.limits, self.scratch.parent)
 
     def _mounts(self) -> list[str]:
         import course_utils
@@ -228,11 +228,12 @@ def _tasks_of(uid: int) -> int:
     return count
 
 
-def new_scratch(prefix: str) -> Path:
-    """A fresh private folder for one jailed process."""
-    root = settings.scratch_root()
+def new_scratch(prefix: str, root: Path | None = None) -> Path:
+    """A fresh private folder for one jailed process, under ``root`` (default :func:`settings.scratch_root`)."""
+    root = Path(root) if root is not None else settings.scratch_root()
     root.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f"autograder-{prefix}-", dir=root))
+    sweep_orphans(root)  # what a killed grader left here
+    return Path(tempfile.mkdtemp(prefix=f"autograder-{prefix}-{owner_tag()}-", dir=root))
 
 
 def describe_exit(code: int | None, hits: list[str]) -> str:
@@ -281,7 +282,11 @@ class JailedKernelManager(AsyncKernelManager):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         options = settings.Options.from_config(self.config)  # nbclient passes the grading configuration
-        self.jail = Jail(new_scratch("kernel"), limits=options.limits, confined=not options.unconfined)
+        self.jail = Jail(
+            new_scratch("kernel", settings.scratch_root(options)),
+            limits=options.limits,
+            confined=not options.unconfined,
+        )
         self._finalizer = weakref.finalize(self, self.jail.close)  # even if the kernel never starts
         kernel_dir = self.jail.scratch / ".kernel"
         kernel_dir.mkdir()

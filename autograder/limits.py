@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import signal
+import socket
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -48,9 +50,10 @@ class Cgroups:
     folders: dict[str, Path] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, limits: settings.Limits) -> Cgroups:
+    def create(cls, limits: settings.Limits, scratch: Path) -> Cgroups:
+        """Cgroups for a jail whose folder is under ``scratch`` (:func:`sweep_cgroups` finds them by it)."""
         made = cls()
-        name = f"{_prefix(settings.scratch_root())}{uuid.uuid4().hex[:12]}"
+        name = f"{_prefix(scratch)}{owner_tag()}-{uuid.uuid4().hex[:12]}"
         for controller, parent in _cgroup_parents().items():
             folder = parent / name
             try:
@@ -103,6 +106,48 @@ def sweep_cgroups(scratch: Path) -> list[str]:
             _kill_and_remove(folder)
             removed.append(folder.name)
     return removed
+
+
+def owner_tag() -> str:
+    """``<host>-<pid>`` of this process, in the names of the jail folders and cgroups it makes, so that a later
+    grader can tell those of a grader that was killed (formgrader stopped mid-press, say) from live ones."""
+    return f"{hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]}-{os.getpid()}"
+
+
+_OWNED = re.compile(r"autograder-\w+-([0-9a-f]{6})-(\d+)-")  # a jail folder's or cgroup's owner tag
+
+
+def sweep_orphans(scratch: Path) -> list[str]:
+    """Remove the jail folders under ``scratch`` and their cgroups whose grader process on this machine has
+    ended without closing them (a killed ``nbgrader autograde``); the names removed. Live graders', other
+    machines' and other folders under ``scratch`` are left alone."""
+    host = owner_tag().split("-")[0]
+    removed = []
+    places = [(Path(scratch), shutil.rmtree)] + [(p, _kill_and_remove) for p in _cgroup_parents().values()]
+    for parent, remove in places:
+        try:
+            entries = list(parent.glob("autograder-*"))
+        except OSError:
+            continue
+        for entry in entries:
+            owner = _OWNED.match(entry.name)
+            if owner and owner[1] == host and not _alive(int(owner[2])) and entry.is_dir():
+                try:
+                    remove(entry)
+                except OSError:  # another user's, say: theirs to sweep
+                    continue
+                removed.append(entry.name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def _kill_and_remove(folder: Path) -> None:

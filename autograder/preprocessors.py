@@ -67,7 +67,8 @@ class HiddenChecks(NbGraderPreprocessor):
         base = options.seed if options.seed is not None else settings.course_seed(_course_root(info))
         seed = settings.student_seed(base, info["student"])
         future = pool.submit(checks.run_checks, {notebook.name: source}, device=options.device, seed=seed,
-                             limits=options.limits, confined=not options.unconfined)  # fmt: skip
+                             limits=options.limits, confined=not options.unconfined,
+                             scratch=settings.scratch_root(options))  # fmt: skip
         pool.shutdown(wait=False)
         state.update(verdicts=_Verdicts(future, notebook), started=time.monotonic())
         return nb, resources
@@ -206,17 +207,17 @@ class Reconcile(NbGraderPreprocessor):
         result.score = sum(p.points for p in result.parts.values())
         result.seconds = round(time.monotonic() - state.get("started", time.monotonic()), 2)
         nb.metadata[settings.RESULT_KEY] = result.to_dict()
-        _hide_grader_paths(nb)
+        _hide_grader_paths(nb, settings.scratch_root(settings.Options.from_config(self.config)))
         return nb, resources
 
 
-def _hide_grader_paths(nb: nbformat.NotebookNode) -> None:
+def _hide_grader_paths(nb: nbformat.NotebookNode, scratch: Path) -> None:
     """Tracebacks as students may see them (formgrader, nbgrader's feedback): the grader's checkout, its
     Python and its scratch folders become short placeholders; the student's own cells are untouched."""
     import sys
 
     places = sorted(
-        {(str(settings.REPO_ROOT), "<course>"), (sys.prefix, "<python>"), (str(settings.scratch_root()), "<scratch>")},
+        {(str(settings.REPO_ROOT), "<course>"), (sys.prefix, "<python>"), (str(scratch), "<scratch>")},
         key=lambda pair: -len(pair[0]),
     )  # fmt: skip
 

@@ -56,17 +56,18 @@ class Limits:
 
 
 _LIMITS = {f.name: float if f.type == "float" else int for f in fields(Limits)}
-_OPTIONS = {"device": str, "unconfined": bool, "seed": int}
+_OPTIONS = {"device": str, "unconfined": bool, "seed": int, "scratch": str}
 
 
 @dataclass(frozen=True)
 class Options:
-    """How one grading run grades: the limits, the hidden checks' device, the jail, the seed."""
+    """How one grading run grades: the limits, the hidden checks' device, the jail, the seed, the scratch."""
 
     limits: Limits = field(default_factory=Limits)
     device: str | None = None  # "cpu" or "cuda"; None: the GPU if there is one
     unconfined: bool = False  # True only when the instructor asked for grading without the jail
     seed: int | None = None  # the hidden checks' inputs; None: one per process, unknown in advance
+    scratch: str | None = None  # where jails and course copies go; None: $AUTOGRADER_SCRATCH or the temp dir
 
     @classmethod
     def from_config(cls, config: Config | None) -> Options:
@@ -94,7 +95,9 @@ class Options:
     def to_config(self) -> Config:
         """These options as ``c.Grading.*``, to merge over a course's nbgrader_config.py."""
         section = {**asdict(self.limits), "unconfined": self.unconfined}
-        section.update({k: getattr(self, k) for k in ("device", "seed") if getattr(self, k) is not None})
+        section.update(
+            {k: getattr(self, k) for k in ("device", "seed", "scratch") if getattr(self, k) is not None}
+        )
         return Config({SECTION: section})
 
     def with_seed(self) -> Options:
@@ -121,8 +124,11 @@ def course_config(root: Path = COURSE_ROOT, options: Options | None = None) -> C
     return config
 
 
-def scratch_root() -> Path:
-    """Where private per-submission folders are made (``$AUTOGRADER_SCRATCH`` or the temp dir)."""
+def scratch_root(options: Options | None = None) -> Path:
+    """Where private per-submission folders are made: ``options.scratch`` (a grading run's own folder), else
+    ``$AUTOGRADER_SCRATCH`` (like ``$TMPDIR``: where this machine keeps them), else the temp dir."""
+    if options is not None and options.scratch:
+        return Path(options.scratch)
     return Path(os.environ.get("AUTOGRADER_SCRATCH") or tempfile.gettempdir())
 
 

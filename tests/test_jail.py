@@ -315,3 +315,36 @@ def test_a_kernel_stopped_by_a_limit_says_which() -> None:
 
     alive, why = asyncio.run(run())
     assert not alive and why == "it went past the memory limit", why
+
+
+KILLED_GRADER = r"""
+import os, signal, subprocess, sys
+from autograder import jail
+cell = jail.Jail(jail.new_scratch("kernel", sys.argv[1]))
+(cell.scratch / "solution.py").write_text("a student's code")
+subprocess.Popen(cell.command(["sleep", "300"]))
+print(cell.scratch, *cell.cgroups.folders.values(), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # as formgrader's server killed in the middle of a press
+"""
+
+
+def test_what_a_killed_grader_left_is_removed_by_the_next_one(tmp_path: Path) -> None:
+    """A grader killed mid-notebook cannot clean up; the next jail made in the same place does, and leaves
+    a live grader's jail alone."""
+    root = tmp_path / "scratch-root"
+    live = jail.Jail(jail.new_scratch("kernel", root))
+    try:
+        proc = subprocess.run([sys.executable, "-c", KILLED_GRADER, str(root)], cwd=ROOT, capture_output=True,
+                              text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+        assert proc.returncode == -9, proc.stderr[-2000:]
+        left = [Path(p) for p in proc.stdout.split()]
+        assert left and all(p.exists() for p in left), "the killed grader left its folder and cgroups"
+        other = root / "autograder-run-notajail"  # not a jail folder: never touched
+        other.mkdir()
+        fresh = jail.Jail(jail.new_scratch("checks", root))
+        fresh.close()
+        assert [p for p in left if p.exists()] == []
+        assert live.scratch.exists() and all(p.exists() for p in live.cgroups.folders.values())
+        assert other.exists()
+    finally:
+        live.close()

@@ -66,6 +66,45 @@ def test_defaults_without_a_config_and_clear_errors_for_a_wrong_one() -> None:
 
 def test_options_round_trip_through_configuration() -> None:
     given = settings.Options(
-        settings.Limits(part_timeout=2.5, processes=8), device="cpu", unconfined=True, seed=7
+        settings.Limits(part_timeout=2.5, processes=8),
+        device="cpu",
+        unconfined=True,
+        seed=7,
+        scratch="/srv/run",
     )
     assert settings.Options.from_config(given.to_config()) == given
+
+
+def test_a_runs_scratch_folder_reaches_the_jails_as_configuration(
+    scratch_course: Path, tmp_path: Path
+) -> None:
+    """The folder a grading run sweeps at its end is where its kernels' and checks' jails are made."""
+    run = settings.Options(unconfined=True, scratch=str(tmp_path / "run"))
+    config = settings.course_config(scratch_course, run)
+    km = jail.JailedKernelManager(config=config)
+    try:
+        assert km.jail.scratch.parent == (tmp_path / "run").resolve()
+    finally:
+        km.jail.close()
+    assert settings.scratch_root(settings.Options.from_config(config)) == tmp_path / "run"
+
+
+def test_grade_class_hands_its_scratch_folder_on_without_the_environment(
+    scratch_course: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from autograder import grade
+
+    seen = {}
+
+    def record(root, students, options, *rest) -> dict:  # the coordinator, with what grade_class gives it
+        seen.update(environ=dict(os.environ), options=options, scratch=rest[-1])
+        return {}
+
+    monkeypatch.setattr(grade, "_grade_class", record)
+    before = dict(os.environ)
+    grade.grade_class(scratch_course, ["nobody"], workers=1)
+    assert seen["environ"] == before and dict(os.environ) == before, (
+        "nothing is passed through the environment"
+    )
+    assert seen["options"].scratch == str(seen["scratch"]) and seen["options"].seed is not None
+    assert not Path(seen["scratch"]).exists(), "the run's folder is swept at its end"
