@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,19 +21,16 @@ import sys
 import time
 from pathlib import Path
 
-import nbformat
 import pytest
 
-from autograder import spec
-from autograder.__main__ import release
-from tests.fixtures import solutions
+from tests.fixtures import course, solutions
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = course.ROOT
 BIN = Path(sys.executable).parent
 CLASS = {
-    "ada": {"accumulation": solutions.ACCUMULATION, "adam": solutions.ADAM},
+    "ada": course.CORRECT,
     "ben": {
         "accumulation": solutions.MATERIAL_ACCUMULATION,
         "adam": solutions.ADAM_MISTAKES["t_per_parameter"][0],
@@ -42,35 +38,10 @@ CLASS = {
 }
 
 
-def _env(**extra: str) -> dict:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1", **extra}
-
-
-def _course(base: Path) -> Path:
-    root = base / "assignments"
-    root.mkdir(parents=True)
-    shutil.copy(ROOT / "assignments" / "nbgrader_config.py", root)
-    shutil.copytree(ROOT / "assignments" / "source", root / "source")
-    release(root)
-    for student, answers in CLASS.items():
-        folder = root / "submitted" / student / spec.ASSIGNMENT
-        folder.mkdir(parents=True)
-        for name, source in answers.items():
-            nb = nbformat.read(root / "release" / spec.ASSIGNMENT / f"{name}.ipynb", as_version=4)
-            for cell in nb.cells:
-                if cell.metadata.get("nbgrader", {}).get("grade_id") == spec.notebook(name).solution_id:
-                    cell.source = source
-            nbformat.write(nb, folder / f"{name}.ipynb")
-    return root
-
-
 def _grade_and_export(root: Path, *args: str) -> str:
-    grade = subprocess.run([sys.executable, "-m", "autograder", "--course", str(root), "grade", *args],
-                           cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=1200)  # fmt: skip
-    assert grade.returncode == 0, grade.stdout[-2000:] + grade.stderr[-3000:]
+    course.autograder(root, "grade", *args, timeout=1200)
     out = root.parent / "grades.csv"
-    subprocess.run([sys.executable, "-m", "autograder", "--course", str(root), "export", "--csv", str(out)],
-                   cwd=ROOT, env=_env(), check=True, capture_output=True)  # fmt: skip
+    course.autograder(root, "export", "--csv", str(out))
     return out.read_text()
 
 
@@ -85,7 +56,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
     base = tmp_path_factory.mktemp("cluster")
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
-    env = _env(DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES="1")
+    env = course.env(DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES="1")
     procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
                                "--no-dashboard"], env=env, cwd=base, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]  # fmt: skip
@@ -96,7 +67,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
         workers.append(subprocess.Popen(
             [str(BIN / "dask"), "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
              "--local-directory", str(local), "--name", f"machine{i}"],
-            env=_env(AUTOGRADER_SCRATCH=str(local)), cwd=local, start_new_session=True,
+            env=course.env(AUTOGRADER_SCRATCH=str(local)), cwd=local, start_new_session=True,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         ))  # fmt: skip
     procs += workers
@@ -113,12 +84,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def local_csv(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return _grade_and_export(_course(tmp_path_factory.mktemp("local")), "--workers", "2")
+    return _grade_and_export(course.collected(tmp_path_factory.mktemp("local"), CLASS), "--workers", "2")
 
 
 def test_a_separate_cluster_grades_like_the_local_default(cluster, local_csv: str, tmp_path: Path) -> None:
     address, _ = cluster
-    csv = _grade_and_export(_course(tmp_path), "--scheduler", address)
+    csv = _grade_and_export(course.collected(tmp_path, CLASS), "--scheduler", address)
     assert csv == local_csv
     # the material's accumulation earns 1 mark (schedule); t counted per parameter fails every Adam part
     assert "ada,5,5,10,10" in csv and "ben,2,3,5,10" in csv
@@ -128,11 +99,11 @@ def test_killing_a_worker_mid_run_gives_the_same_csv(cluster, local_csv: str, tm
     from dask.distributed import Client
 
     address, workers = cluster
-    root = _course(tmp_path)
+    root = course.collected(tmp_path, CLASS)
     grading = subprocess.Popen(
         [sys.executable, "-m", "autograder", "--course", str(root), "grade", "--scheduler", address],
         cwd=ROOT,
-        env=_env(),
+        env=course.env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -150,8 +121,7 @@ def test_killing_a_worker_mid_run_gives_the_same_csv(cluster, local_csv: str, tm
     out, _ = grading.communicate(timeout=1200)
     assert grading.returncode == 0, out[-3000:]
     csv = root.parent / "grades.csv"
-    subprocess.run([sys.executable, "-m", "autograder", "--course", str(root), "export", "--csv", str(csv)],
-                   cwd=ROOT, env=_env(), check=True, capture_output=True)  # fmt: skip
+    course.autograder(root, "export", "--csv", str(csv))
     assert csv.read_text() == local_csv
     assert any(w.poll() is not None for w in workers)  # one worker really died
 
@@ -174,8 +144,7 @@ def _documented_recipe(port: int) -> tuple[list[str], str, str]:
 
 def _start(setup: list[str], line: str, cwd: Path) -> subprocess.Popen:
     """One documented line in a shell, with the course's environment on PATH and nothing else of ours."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DASK_SCHEDULER_ADDRESS")}
-    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", TQDM_DISABLE="1")
+    env = {k: v for k, v in course.env().items() if k not in ("PYTHONPATH", "DASK_SCHEDULER_ADDRESS")}
     return subprocess.Popen(["bash", "-c", " && ".join([*setup, line])], cwd=cwd, env=env,
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
 
@@ -213,7 +182,7 @@ def _documented_cluster(workers: int, *, keep: tuple[str, ...] = ("PYTHONPATH",)
 def test_the_documented_cluster_grades_like_the_local_default(local_csv: str, tmp_path: Path) -> None:
     address, procs = _documented_cluster(1)
     try:
-        csv = _grade_and_export(_course(tmp_path), "--scheduler", address)
+        csv = _grade_and_export(course.collected(tmp_path, CLASS), "--scheduler", address)
     finally:
         _stop_all(procs)
     assert csv == local_csv
@@ -221,16 +190,9 @@ def test_the_documented_cluster_grades_like_the_local_default(local_csv: str, tm
 
 def test_a_cluster_without_the_grader_on_its_path_stops_before_grading(tmp_path: Path) -> None:
     address, procs = _documented_cluster(1, keep=())  # the recipe without `export PYTHONPATH=$PWD`
-    root = _course(tmp_path)
+    root = course.collected(tmp_path, CLASS)
     try:
-        grade = subprocess.run(
-            [sys.executable, "-m", "autograder", "--course", str(root), "grade", "--scheduler", address],
-            cwd=ROOT,
-            env=_env(),
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        grade = course.autograder(root, "grade", "--scheduler", address, timeout=600, check=False)
     finally:
         _stop_all(procs)
     out = grade.stdout + grade.stderr
