@@ -12,7 +12,6 @@ import copy
 import csv
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,14 +19,14 @@ import nbformat
 import pytest
 
 from autograder import leaks, report, settings, spec
-from autograder.__main__ import release
+from autograder.repair import grade_id
 from autograder.results import load_class
-from tests.fixtures import solutions
-from tests.fixtures.timing import scaled
+from tests.fixtures import course, solutions
+from tests.fixtures.course import answer, released, scaled
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = course.ROOT
 NB = tuple(spec.NOTEBOOKS)
 
 # student id -> (accumulation, adam) marks the CSV must show
@@ -56,23 +55,6 @@ LOST = {
 }  # fmt: skip
 
 
-def _env(extra: dict | None = None) -> dict:
-    return {**os.environ, "PYTHONPATH": str(ROOT), **(extra or {})}
-
-
-def _released(course: Path, name: str) -> nbformat.NotebookNode:
-    return nbformat.read(course / "release" / spec.ASSIGNMENT / f"{name}.ipynb", as_version=4)
-
-
-def _answer(course: Path, name: str, solution: str) -> nbformat.NotebookNode:
-    """A student's copy of the released notebook with ``solution`` in the solution cell."""
-    nb = _released(course, name)
-    for cell in nb.cells:
-        if cell.metadata.get("nbgrader", {}).get("grade_id") == spec.notebook(name).solution_id:
-            cell.source = solution
-    return nb
-
-
 def _write(nb: nbformat.NotebookNode, path: Path, mtime: float | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, path)
@@ -93,47 +75,47 @@ def _colab(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return out
 
 
-def _make_uploads(course: Path, folder: Path) -> None:
-    good = {"accumulation": solutions.ACCUMULATION, "adam": solutions.ADAM}
+def _make_uploads(root: Path, folder: Path) -> None:
+    good = course.CORRECT
     for name in NB:
-        _write(_answer(course, name, good[name]), folder / "alice" / f"{name}.ipynb")
-        _write(_released(course, name), folder / "bob" / f"{name}.ipynb")
+        _write(answer(root, name, good[name]), folder / "alice" / f"{name}.ipynb")
+        _write(released(root, name), folder / "bob" / f"{name}.ipynb")
         _write(
-            _answer(
-                course,
+            answer(
+                root,
                 name,
                 {"accumulation": solutions.MATERIAL_ACCUMULATION, "adam": solutions.MATERIAL_ADAM}[name],
             ),
             folder / "dave" / f"{name}.ipynb",
         )
-        _write(_colab(_answer(course, name, good[name])), folder / "frank" / f"Copy of {name}.ipynb")
+        _write(_colab(answer(root, name, good[name])), folder / "frank" / f"Copy of {name}.ipynb")
     # Google Forms names uploads "<file> - <respondent>"; the newer file wins.
-    _write(_released(course, "accumulation"), folder / "accumulation - Carol Smith.ipynb", 1_700_000_000)
+    _write(released(root, "accumulation"), folder / "accumulation - Carol Smith.ipynb", 1_700_000_000)
     _write(
-        _answer(course, "accumulation", good["accumulation"]),
+        answer(root, "accumulation", good["accumulation"]),
         folder / "Copy of accumulation - Carol Smith.ipynb",
         1_700_000_900,
     )
-    _write(_answer(course, "adam", good["adam"]), folder / "adam - Carol Smith.ipynb", 1_700_000_500)
-    _write(_answer(course, "accumulation", solutions.ACCUMULATION_MISTAKES["no_final_partial_step"][0]),
+    _write(answer(root, "adam", good["adam"]), folder / "adam - Carol Smith.ipynb", 1_700_000_500)
+    _write(answer(root, "accumulation", solutions.ACCUMULATION_MISTAKES["no_final_partial_step"][0]),
            folder / "erin" / "accumulation.ipynb")  # fmt: skip
     _write(
-        _answer(course, "adam", solutions.ADAM_MISTAKES["decoupled_weight_decay"][0]),
+        answer(root, "adam", solutions.ADAM_MISTAKES["decoupled_weight_decay"][0]),
         folder / "erin" / "adam.ipynb",
     )
 
     # gina: the correct solution graded, but a buggy copy of it runs after it in her kernel;
     # the last test cell deleted; a cell flooding stdout; sys.exit(); an Adam whose eps default is 0
     # (NaN where a gradient is exactly zero) and an endless loop at the end.
-    nb = _answer(course, "accumulation", good["accumulation"])
-    at = next(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("solution"))
-    nb.cells.insert(at + 1, nbformat.v4.new_code_cell(solutions.ACCUMULATION_MISTAKES["loss_not_scaled"][0]))
-    nb.cells.insert(at + 2, nbformat.v4.new_code_cell("for i in range(200_000):\n    print('spam', i)"))
-    nb.cells.insert(at + 3, nbformat.v4.new_code_cell("import sys\nsys.exit()"))
+    nb = answer(root, "accumulation", good["accumulation"], after=[
+        solutions.ACCUMULATION_MISTAKES["loss_not_scaled"][0],
+        "for i in range(200_000):\n    print('spam', i)",
+        "import sys\nsys.exit()",
+    ])  # fmt: skip
     last_test = spec.ACCUMULATION.parts[-1].grade_id
-    nb.cells = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") != last_test]
+    nb.cells = [c for c in nb.cells if grade_id(c) != last_test]
     _write(nb, folder / "gina" / "accumulation.ipynb")
-    nb = _answer(course, "adam", solutions.ADAM.replace("eps=1e-8,", "eps=0.0,"))
+    nb = answer(root, "adam", solutions.ADAM.replace("eps=1e-8,", "eps=0.0,"))
     nb.cells.append(nbformat.v4.new_code_cell("while True:\n    pass"))
     _write(nb, folder / "gina" / "adam.ipynb")
 
@@ -149,40 +131,35 @@ def _make_uploads(course: Path, folder: Path) -> None:
         ),
     }
     for student, answers in one_mistake.items():
-        for name, answer in zip(NB, answers):
-            _write(_answer(course, name, answer), folder / student / f"{name}.ipynb")
+        for name, solution in zip(NB, answers):
+            _write(answer(root, name, solution), folder / student / f"{name}.ipynb")
 
     (folder / "hank").mkdir()
     (folder / "hank" / "accumulation.ipynb").write_text('{"cells": [ {"cell_type": "code", ')
-    nb = _answer(course, "adam", good["adam"])
+    nb = answer(root, "adam", good["adam"])
     nb.cells.append(nbformat.v4.new_code_cell("import os\nos._exit(1)"))
     _write(nb, folder / "hank" / "adam.ipynb")
 
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
-    root = tmp_path_factory.mktemp("lab") / "assignments"
-    root.mkdir()
-    shutil.copy(ROOT / "assignments" / "nbgrader_config.py", root)
-    shutil.copytree(ROOT / "assignments" / "source", root / "source")
-    course = root
-    release(course)  # the uploads start from the real student version
+    root = course.scratch(tmp_path_factory.mktemp("lab"))
+    course.release(root)  # the uploads start from the real student version
     uploads = root.parent / "uploads"
     uploads.mkdir()
-    _make_uploads(course, uploads)
+    _make_uploads(root, uploads)
     out = root.parent / "grades.csv"
-    proc = subprocess.run(
-        [sys.executable, "-m", "autograder", "--course", str(root), "run", str(uploads), "--csv", str(out),
-         "--workers", "2", "--cell-timeout", f"{scaled(60):.0f}", "--notebook-timeout", f"{scaled(600):.0f}",
-         "--part-timeout", f"{scaled(60):.0f}"],  # generous: a busy CI machine must not cost marks
-        cwd=ROOT, capture_output=True, text=True, timeout=scaled(1800), env=_env(),
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return course, out, proc.stdout + proc.stderr
+    # Generous limits, and scaled: a busy CI machine must not cost marks.
+    limits = {"--cell-timeout": 60, "--notebook-timeout": 600, "--part-timeout": 60}
+    flags = [x for flag, seconds in limits.items() for x in (flag, f"{scaled(seconds):.0f}")]
+    proc = course.autograder(
+        root, "run", str(uploads), "--csv", str(out), "--workers", "2", *flags, timeout=1800
+    )
+    return root, out, proc.stdout + proc.stderr
 
 
 def test_csv_has_every_score(graded: tuple) -> None:
-    course, out, log = graded
+    root, out, log = graded
     with out.open() as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0]) == ["student_id", "accumulation", "adam", "total", "max_score"]
@@ -193,8 +170,8 @@ def test_csv_has_every_score(graded: tuple) -> None:
 
 
 def test_statuses_explain_what_went_wrong(graded: tuple) -> None:
-    course, _, _ = graded
-    results = load_class(course)
+    root, _, _ = graded
+    results = load_class(root)
     hank, gina, frank = (results[s].notebooks for s in ("hank", "gina", "frank"))
     assert hank["accumulation"].status == "invalid notebook" and "JSON" in hank["accumulation"].notes[0]
     assert hank["adam"].status == "notebook crashed"
@@ -213,8 +190,8 @@ def test_statuses_explain_what_went_wrong(graded: tuple) -> None:
 @pytest.mark.parametrize("student", sorted(LOST))
 def test_one_mistake_loses_only_its_parts_and_names_itself(graded: tuple, student: str) -> None:
     """Marks per part, from the gradebook and the graded notebooks, as every report reads them."""
-    course, _, _ = graded
-    result = load_class(course, [student])[student]
+    root, _, _ = graded
+    result = load_class(root, [student])[student]
     for name, lost in LOST[student].items():
         parts = result.notebooks[name].parts
         assert {p: r.mistake for p, r in parts.items() if not r.full_marks} == lost, {
@@ -229,8 +206,8 @@ def test_one_mistake_loses_only_its_parts_and_names_itself(graded: tuple, studen
 
 def test_graded_notebooks_say_what_each_hidden_check_found(graded: tuple) -> None:
     """The test cells' outputs, which formgrader and nbgrader's feedback show, carry the verdicts."""
-    course, _, _ = graded
-    path = course / "autograded" / "jon" / spec.ASSIGNMENT / "adam.ipynb"
+    root, _, _ = graded
+    path = root / "autograded" / "jon" / spec.ASSIGNMENT / "adam.ipynb"
     outputs = {
         c.metadata["nbgrader"]["grade_id"]: "".join(o.get("text", "") for o in c.outputs)
         for c in nbformat.read(path, as_version=4).cells
@@ -241,7 +218,7 @@ def test_graded_notebooks_say_what_each_hidden_check_found(graded: tuple) -> Non
         f"hidden check adam/training_loop passed: {spec.ADAM.part('training_loop').title}"
         in outputs["test_adam_training_loop"]
     )
-    for graded_nb in (course / "autograded").glob(f"*/{spec.ASSIGNMENT}/*.ipynb"):  # no grader paths
+    for graded_nb in (root / "autograded").glob(f"*/{spec.ASSIGNMENT}/*.ipynb"):  # no grader paths
         shown = [o for c in nbformat.read(graded_nb, as_version=4).cells for o in c.get("outputs", [])]
         assert str(ROOT) not in str(shown) and sys.prefix not in str(shown), graded_nb
     first = outputs["test_adam_first_step"]
@@ -251,45 +228,42 @@ def test_graded_notebooks_say_what_each_hidden_check_found(graded: tuple) -> Non
 
 def test_a_regrade_keeps_every_students_inputs_and_messages(graded: tuple) -> None:
     """One seed per student and course: feedback a student already has stays true after a regrade."""
-    course, _, _ = graded
-    before = {p: r.message for p, r in load_class(course, ["jon"])["jon"].notebooks["adam"].parts.items()}
-    proc = subprocess.run(
-        [sys.executable, "-m", "autograder", "--course", str(course), "grade", "jon", "--workers", "1",
-         "--part-timeout", f"{scaled(60):.0f}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=scaled(900), env=_env(),
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    after = {p: r.message for p, r in load_class(course, ["jon"])["jon"].notebooks["adam"].parts.items()}
+    root, _, _ = graded
+    before = {p: r.message for p, r in load_class(root, ["jon"])["jon"].notebooks["adam"].parts.items()}
+    course.autograder(
+        root, "grade", "jon", "--workers", "1", "--part-timeout", f"{scaled(60):.0f}", timeout=900
+    )
+    after = {p: r.message for p, r in load_class(root, ["jon"])["jon"].notebooks["adam"].parts.items()}
     assert after == before and "off by up to" in after["first_step"]
 
 
 def test_feedback_has_hints_and_no_hidden_code(graded: tuple) -> None:
-    course, _, _ = graded
+    root, _, _ = graded
     secret = [line.strip() for line in solutions.ACCUMULATION.splitlines() + solutions.ADAM.splitlines()
               if len(line.strip()) > 25]  # fmt: skip
     for student in EXPECTED:
-        text = report.student_page(course, student).read_text()
+        text = report.student_page(root, student).read_text()
         assert "autograder.check" not in text and "HIDDEN TESTS" not in text
         assert not [line for line in secret if line in text]
-    dave = report.student_page(course, "dave").read_text()
+    dave = report.student_page(root, "dave").read_text()
     assert "Hint:" in dave and "Total: 3 / 10" in dave
-    assert not (course / "feedback").exists()  # nbgrader's generate_feedback owns that folder
+    assert not (root / "feedback").exists()  # nbgrader's generate_feedback owns that folder
 
 
 def test_gradebook_holds_the_same_scores(graded: tuple) -> None:
     from nbgrader.api import Gradebook
 
-    course, _, _ = graded
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", settings.course_id(course)) as gb:
+    root, _, _ = graded
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}", settings.course_id(root)) as gb:
         for student, (acc, adam) in EXPECTED.items():
             submission = gb.find_submission(spec.ASSIGNMENT, student)
             assert submission.score == acc + adam, student
 
 
 def test_release_check_catches_leaks(graded: tuple) -> None:
-    course, _, _ = graded
-    assert leaks.release_problems(course) == []
-    path = course / "release" / spec.ASSIGNMENT / "adam.ipynb"
+    root, _, _ = graded
+    assert leaks.release_problems(root) == []
+    path = root / "release" / spec.ASSIGNMENT / "adam.ipynb"
     original = path.read_text()
     try:
         path.write_text(
@@ -298,7 +272,7 @@ def test_release_check_catches_leaks(graded: tuple) -> None:
                 "self.t += 1  # once per step, shared by every parameter; t = 1 on the first step",
             )
         )
-        problems = leaks.release_problems(course)
+        problems = leaks.release_problems(root)
         assert any("solution or hidden-test line" in p for p in problems)
         assert any("not a stub" in p for p in problems)
     finally:
@@ -308,10 +282,8 @@ def test_release_check_catches_leaks(graded: tuple) -> None:
 def test_instructor_source_passes_nbgrader_validate(tmp_path: Path) -> None:
     """``nbgrader validate`` on the source notebooks: the hidden cells run their checks live."""
     for name in NB:
-        shutil.copy(ROOT / "assignments" / "source" / spec.ASSIGNMENT / f"{name}.ipynb", tmp_path)
-    proc = subprocess.run(
-        [sys.executable, "-m", "nbgrader", "validate", *[str(tmp_path / f"{n}.ipynb") for n in NB]],
-        cwd=tmp_path, capture_output=True, text=True, timeout=scaled(600), env=_env({"COURSE_FAST": "1"}),
-    )  # fmt: skip
+        shutil.copy(course.COURSE / "source" / spec.ASSIGNMENT / f"{name}.ipynb", tmp_path)
+    proc = course.nbgrader(tmp_path, "validate", *[str(tmp_path / f"{n}.ipynb") for n in NB], timeout=600,
+                           check=False, COURSE_FAST="1")  # fmt: skip
     out = proc.stdout + proc.stderr
     assert out.count("Success! Your notebook passes all the tests.") == 2, out[-4000:]
