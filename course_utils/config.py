@@ -11,7 +11,9 @@ and while nbgrader grades a submission:
 In fast mode :func:`course_utils.data.get_dataloaders` keeps at most
 :data:`FAST_TRAIN_SIZE` training and :data:`FAST_EVAL_SIZE` validation/test
 images, and :func:`course_utils.training.train` runs at most
-:data:`FAST_MAX_EPOCHS` epochs.
+:data:`FAST_MAX_EPOCHS` epochs. Lecture 7's text task
+(:func:`course_utils.bag_of_words.newsgroups_loaders`) keeps at most :data:`FAST_TEXT_TRAIN_SIZE`
+training and :data:`FAST_EVAL_SIZE` validation/test posts.
 
 Device
 ------
@@ -20,7 +22,7 @@ training loop, the parity checks and the grader all ask it.
 
 Data directory
 --------------
-MNIST lives in one cache directory shared by every notebook, test and grader:
+MNIST and 20 Newsgroups live in one cache directory shared by every notebook, test and grader:
 ``$COURSE_DATA_DIR`` when set, otherwise ``~/.cache/optimizers-course``.
 """
 
@@ -38,6 +40,7 @@ T = TypeVar("T")
 FAST_TRAIN_SIZE = 8192
 FAST_EVAL_SIZE = 2048
 FAST_MAX_EPOCHS = 2
+FAST_TEXT_TRAIN_SIZE = 4096
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -59,7 +62,7 @@ def pick(full: T, fast: T) -> T:
 
 
 def data_dir() -> Path:
-    """The directory that holds MNIST (``$COURSE_DATA_DIR`` or ``~/.cache/optimizers-course``)."""
+    """The directory that holds the datasets (``$COURSE_DATA_DIR`` or ``~/.cache/optimizers-course``)."""
     env = os.environ.get("COURSE_DATA_DIR")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "optimizers-course"
 

