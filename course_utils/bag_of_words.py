@@ -25,11 +25,15 @@ from course_utils import config
 from course_utils.data import _split_indices, _subset
 from course_utils.data.text import PAD, load_newsgroups
 
-__all__ = ["BagOfWords", "DocumentLoader", "make_corpus", "newsgroups_loaders"]
+__all__ = ["BagOfWords", "DocumentLoader", "newsgroups_loaders"]
 
 
 class DocumentLoader:
-    """Batches of ``(word ids (B, L), labels (B,))``, reshuffled every epoch from ``seed + epoch`` when training."""
+    """Batches of ``(word ids (B, L), labels (B,))``, reshuffled every epoch when training.
+
+    With a ``seed``, epoch ``e`` draws its order from ``seed + e``; with ``seed=None`` each epoch draws its order
+    from torch's global RNG, so :func:`course_utils.training.train`'s ``seed`` fixes it (as for a ``DataLoader``).
+    """
 
     def __init__(
         self,
@@ -38,7 +42,7 @@ class DocumentLoader:
         vocab_size: int,
         batch_size: int,
         shuffle: bool,
-        seed: int,
+        seed: int | None,
         classes: tuple[str, ...] = (),
         vocab: tuple[str, ...] = (),
     ) -> None:
@@ -60,58 +64,13 @@ class DocumentLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.labels)
         if self.shuffle:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+            seed = self.seed + self.epoch if self.seed is not None else int(torch.randint(0, 2**62, (1,)))
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
         else:
             order = torch.arange(n)
         for start in range(0, n, self.batch_size):
             idx = order[start : start + self.batch_size]
             yield self.words[idx], self.labels[idx]
-
-
-def _zipf(vocab_size: int, exponent: float) -> torch.Tensor:
-    ranks = torch.arange(1, vocab_size + 1, dtype=torch.float64)
-    p = ranks**-exponent
-    return p / p.sum()  # (V,): word k's share of all words
-
-
-def make_corpus(
-    n_train: int | None = None,
-    n_val: int = 5000,
-    n_test: int = 5000,
-    vocab_size: int = 5000,
-    doc_length: int = 40,
-    n_stop_words: int = 100,
-    exponent: float = 1.1,
-    batch_size: int = 64,
-    seed: int = 0,
-) -> tuple[DocumentLoader, DocumentLoader, DocumentLoader]:
-    """A synthetic bag-of-words sentiment task: ``(train_loader, val_loader, test_loader)``.
-
-    Every document is ``doc_length`` words drawn from a Zipf law (word k with probability ∝ k^-exponent). Each word
-    past the ``n_stop_words`` most frequent has a hidden weight of +1 or -1; the label is 1 when the document's
-    weights sum to more than zero (ties broken at random). The corpus is drawn from ``seed`` alone; the training
-    set defaults to 20,000 documents (4,000 in fast mode); the validation and test sets are ``n_val`` and ``n_test``
-    further documents from the same distribution (tune on the first, report the second).
-    """
-    n_train = n_train if n_train is not None else config.pick(20_000, 4_000)
-    if n_stop_words >= vocab_size or min(n_train, n_val, n_test, doc_length, vocab_size) < 1:
-        raise ValueError("make_corpus needs positive sizes and fewer stop words than words")
-    gen = torch.Generator().manual_seed(seed)
-    sign = torch.randint(0, 2, (vocab_size,), generator=gen) * 2 - 1  # (V,) hidden +-1 per word
-    sign[:n_stop_words] = 0  # the most frequent words carry no signal
-    p = _zipf(vocab_size, exponent)
-
-    def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        words = torch.multinomial(p, n * doc_length, replacement=True, generator=gen).view(n, doc_length)
-        score = sign[words].sum(dim=1).double() + torch.rand(n, generator=gen, dtype=torch.float64) - 0.5
-        return words, (score > 0).long()  # (n, L), (n,)
-
-    train, val, test = draw(n_train), draw(n_val), draw(n_test)
-    return (
-        DocumentLoader(*train, vocab_size, batch_size, shuffle=True, seed=seed),
-        DocumentLoader(*val, vocab_size, 1024, shuffle=False, seed=seed),
-        DocumentLoader(*test, vocab_size, 1024, shuffle=False, seed=seed),
-    )
 
 
 def newsgroups_loaders(
@@ -125,11 +84,12 @@ def newsgroups_loaders(
     """20 Newsgroups as ``(train_loader, val_loader, test_loader)`` of token ids: see :mod:`course_utils.data.text`.
 
     ``val_size`` posts, drawn with ``seed``, are held out of the 11,293 training posts (tune on them); the test
-    loader holds the 7,528 later posts (report on them). ``subset`` keeps at most that many training posts (a
-    seeded random choice); fast mode (:mod:`course_utils.config`) caps the training posts at
-    :data:`~course_utils.config.FAST_TEXT_TRAIN_SIZE` and the validation and test posts at
-    :data:`~course_utils.config.FAST_EVAL_SIZE`. ``max_length`` and ``min_count`` shape the vocabulary and the
-    posts as in :func:`~course_utils.data.text.load_newsgroups`.
+    loader holds the 7,528 later posts (report on them). The training loader draws each epoch's order from torch's
+    global RNG, so ``train(..., seed=s)`` fixes it and runs with different seeds see different batches.
+    ``subset`` keeps at most that many training posts (a seeded random choice); fast mode
+    (:mod:`course_utils.config`) caps the training posts at :data:`~course_utils.config.FAST_TEXT_TRAIN_SIZE` and
+    the validation and test posts at :data:`~course_utils.config.FAST_EVAL_SIZE`. ``max_length`` and
+    ``min_count`` shape the vocabulary and the posts as in :func:`~course_utils.data.text.load_newsgroups`.
     """
     if subset is not None and subset < 1:
         raise ValueError(f"Invalid subset: {subset} (must be a positive number of posts)")
@@ -145,7 +105,7 @@ def newsgroups_loaders(
 
     def loader(words: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor, train: bool) -> DocumentLoader:
         return DocumentLoader(words[idx], labels[idx], corpus.vocab_size, batch_size if train else 1024,
-                              shuffle=train, seed=seed, classes=corpus.classes, vocab=corpus.vocab)  # fmt: skip
+                              shuffle=train, seed=None, classes=corpus.classes, vocab=corpus.vocab)  # fmt: skip
 
     return (
         loader(corpus.train_words, corpus.train_labels, train_idx, True),
