@@ -20,7 +20,6 @@ run as root), Debian's Chromium and the playwright package.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import pwd
@@ -41,10 +40,9 @@ import psutil
 import pytest
 
 from autograder import settings, spec
-from tests.fixtures import solutions, unix_users
-from tests.fixtures.course import solve_fetched
+from tests.fixtures import course, solutions, unix_users
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = course.ROOT
 DEPLOY = ROOT / "deploy" / "jupyterhub"
 VENV_BIN = unix_users.VENV_BIN
 ASSIGNMENT = spec.ASSIGNMENT
@@ -56,7 +54,7 @@ MISTAKES = {  # one correct student, one with known mistakes, each failing the p
         "adam": solutions.ADAM_MISTAKES["decoupled_weight_decay"],
     },
 }
-CORRECT = {"accumulation": solutions.ACCUMULATION, "adam": solutions.ADAM}
+CORRECT = course.CORRECT
 ANSWERS = {role: {n: wrong.get(n, (CORRECT[n],))[0] for n in CORRECT} for role, wrong in MISTAKES.items()}
 EXPECTED = {  # {role: {notebook: marks}}: every part's points but those of the parts its mistake fails
     role: {n: sum(p.points for p in spec.notebook(n).parts if p.name not in wrong.get(n, ("", "", set()))[2])
@@ -181,19 +179,16 @@ def running_hub():
         exchange = Path(tempfile.mkdtemp(prefix="exchange-"))
         exchange.chmod(0o777)  # as permissions.sh makes /srv/nbgrader/exchange
         instructor, home = users["instructor"]
-        course = home / "course"
-        course.mkdir()
-        shutil.copy(ROOT / "assignments" / "nbgrader_config.py", course)
-        shutil.copytree(ROOT / "assignments" / "source", course / "source")
-        subprocess.run(["chown", "-R", f"{instructor}:{instructor}", str(course)], check=True)
+        root = course.scratch(home)  # home/assignments, the instructor's
+        subprocess.run(["chown", "-R", f"{instructor}:{instructor}", str(root)], check=True)
         for step in (
             "generate_assignment",
             "release_assignment",
         ):  # the instructor owns the course's exchange
             argv = [str(VENV_BIN / "nbgrader"), step, ASSIGNMENT, "--force", f"--Exchange.root={exchange}"]
-            unix_users.as_user(instructor, home, argv, course, keep=(ROOT,))
+            unix_users.as_user(instructor, home, argv, root, keep=(ROOT,))
         _nbgrader_config("nbgrader_config_instructor.py", home, instructor,
-                         CourseDirectory__root=str(course), Exchange__root=str(exchange))  # fmt: skip
+                         CourseDirectory__root=str(root), Exchange__root=str(exchange))  # fmt: skip
         for role in ANSWERS:
             user, student_home = users[role]
             _nbgrader_config("nbgrader_config_student.py", student_home, user, Exchange__root=str(exchange))
@@ -226,14 +221,14 @@ def running_hub():
             )
         )
         log = work / "hub.log"
-        env = unix_users.clean_env(CONFIGPROXY_AUTH_TOKEN="test-" + os.urandom(8).hex())
+        env = course.env(CONFIGPROXY_AUTH_TOKEN="test-" + os.urandom(8).hex())
         env["PATH"] = f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin"
         with log.open("w") as fh:
             proc = subprocess.Popen([str(VENV_BIN / "jupyterhub"), "-f", str(config)], cwd=work, env=env,
                                     stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         try:
             _wait(f"{hub_settings['url']}/hub/health", proc, log)
-            yield {"url": hub_settings["url"], "users": users, "course": course, "exchange": exchange,
+            yield {"url": hub_settings["url"], "users": users, "course": root, "exchange": exchange,
                    "log": log, "instructor": instructor}  # fmt: skip
         finally:
             _stop(proc)
@@ -340,20 +335,10 @@ def _modal(page, button, timeout_s: float = 900) -> str:
     return text
 
 
-def _nbgrader_export(course: Path, out: Path) -> dict[str, float]:
-    unix_users.run([str(VENV_BIN / "nbgrader"), "export", "--to", str(out)], course)
-    with out.open() as fh:
-        return {
-            r["student_id"]: float(r["score"]) for r in csv.DictReader(fh) if r["assignment"] == ASSIGNMENT
-        }
-
-
-def _autograder_export(course: Path, out: Path) -> dict[str, dict[str, float]]:
-    unix_users.run(
-        [sys.executable, "-m", "autograder", "--course", str(course), "export", "--csv", str(out)], ROOT
-    )
-    with out.open() as fh:
-        return {r["student_id"]: {n: float(r[n]) for n in spec.NOTEBOOKS} for r in csv.DictReader(fh)}
+def _autograder_export(root: Path, out: Path) -> dict[str, dict[str, float]]:
+    """{student: {notebook: marks}} from ``python -m autograder export --csv``."""
+    rows = course.autograder_export(root, out)
+    return {student: {n: row[n] for n in spec.NOTEBOOKS} for student, row in rows.items()}
 
 
 def test_students_submit_instructor_grades_students_read_feedback(hub: dict, tmp_path: Path) -> None:
@@ -379,7 +364,7 @@ def test_students_submit_instructor_grades_students_read_feedback(hub: dict, tmp
                     lambda f=folder: (f / "adam.ipynb").exists(), f"{user} fetched nothing", page, tmp_path
                 )
                 assert folder.stat().st_uid == pwd.getpwnam(user).pw_uid  # fetched as the student
-                solve_fetched(folder, answers)
+                course.solve_fetched(folder, answers)
                 page.get_by_role("button", name="Submit").click()
                 page.get_by_role("button", name="Fetch Feedback").wait_for(timeout=120_000)
             browser.close()
@@ -412,7 +397,7 @@ def test_students_submit_instructor_grades_students_read_feedback(hub: dict, tmp
         # Formgrader, nbgrader's export and ours agree, and are the marks these answers earn.
         expected = {students[role]: marks for role, marks in EXPECTED.items()}
         assert scores == {s: sum(m.values()) for s, m in expected.items()}
-        assert _nbgrader_export(hub["course"], tmp_path / "nbgrader.csv") == scores
+        assert course.nbgrader_export(hub["course"], tmp_path / "nbgrader.csv") == scores
         assert _autograder_export(hub["course"], tmp_path / "autograder.csv") == expected
 
         # The training cells' plots stay in the graded notebooks (and so in the feedback).
