@@ -88,14 +88,9 @@ def _copy(root: Path, to: Path) -> Path:
     return to
 
 
-def _nbgrader_export(root: Path) -> dict[str, float]:
-    """{student: total} from ``nbgrader export``."""
-    return course.nbgrader_export(root, root / "nbgrader-grades.csv")
-
-
 def _autograder_export(root: Path) -> dict[str, tuple[float, ...]]:
     """{student: (marks per notebook..., total)} from ``python -m autograder export --csv``."""
-    rows = course.autograder_export(root, root / "autograder-grades.csv")
+    rows = course.autograder_export(root)
     return {student: tuple(row[c] for c in (*spec.NOTEBOOKS, "total")) for student, row in rows.items()}
 
 
@@ -116,7 +111,7 @@ def formgrader_graded(collected: Path, users, tmp_path_factory: pytest.TempPathF
 
 
 def test_formgrader_autograde_scores_in_both_exports(formgrader_graded: Path, users) -> None:
-    assert _nbgrader_export(formgrader_graded) == _totals(_expected(users))
+    assert course.nbgrader_export(formgrader_graded) == _totals(_expected(users))
     assert _autograder_export(formgrader_graded) == _expected(users)
 
 
@@ -125,5 +120,7 @@ def test_cli_grade_gives_the_same_scores_as_formgrader(
 ) -> None:
     root = _copy(collected, tmp_path_factory.mktemp("cli") / "assignments")
     course.autograder(root, "grade", timeout=1200)
-    assert _nbgrader_export(root) == _nbgrader_export(formgrader_graded) == _totals(_expected(users))
+    assert (
+        course.nbgrader_export(root) == course.nbgrader_export(formgrader_graded) == _totals(_expected(users))
+    )
     assert _autograder_export(root) == _autograder_export(formgrader_graded) == _expected(users)
