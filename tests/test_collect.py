@@ -5,8 +5,6 @@ from __future__ import annotations
 import html
 import logging
 import os
-import subprocess
-import sys
 import tracemalloc
 import zipfile
 from pathlib import Path
@@ -16,6 +14,7 @@ import pytest
 from nbgrader.utils import parse_utc
 
 from autograder import collect, report, spec
+from tests.fixtures import course
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,11 +24,9 @@ def _notebook_with(source: str) -> str:
 
 
 @pytest.fixture
-def course(tmp_path: Path) -> Path:
-    root = tmp_path / "course"
-    root.mkdir()
-    (root / "nbgrader_config.py").write_text((ROOT / "assignments" / "nbgrader_config.py").read_text())
-    return root
+def lab(tmp_path: Path) -> Path:
+    """The shared test course (the lab's source and its nbgrader_config.py), nothing submitted yet."""
+    return course.scratch(tmp_path)
 
 
 def _uploads(folder: Path) -> None:
@@ -55,14 +52,14 @@ def _uploads(folder: Path) -> None:
     (folder / "readme.txt").write_text("not a notebook")
 
 
-def test_collect_understands_folders_forms_and_lms_exports(tmp_path: Path, course: Path) -> None:
+def test_collect_understands_folders_forms_and_lms_exports(tmp_path: Path, lab: Path) -> None:
     uploads = tmp_path / "uploads"
     _uploads(uploads)
 
-    summary = collect.collect(course, uploads)
+    summary = collect.collect(lab, uploads)
     assert summary.students == ["alice", "carol_smith", "dan_brown_555", "smithjohn_1234"]
     assert summary.files == 4
-    sub = course / "submitted"
+    sub = lab / "submitted"
     carol = sub / "carol_smith" / spec.ASSIGNMENT
     assert "'new'" in (carol / "accumulation.ipynb").read_text()  # latest wins
     assert parse_utc((carol / "timestamp.txt").read_text()).timestamp() == pytest.approx(
@@ -75,7 +72,7 @@ def test_collect_understands_folders_forms_and_lms_exports(tmp_path: Path, cours
     assert len(summary.skipped) == 1 and "notes.ipynb" in summary.skipped[0] and "whose" in summary.skipped[0]
 
 
-def test_latest_upload_wins_per_notebook_not_per_student(tmp_path: Path, course: Path) -> None:
+def test_latest_upload_wins_per_notebook_not_per_student(tmp_path: Path, lab: Path) -> None:
     uploads = tmp_path / "uploads"
     uploads.mkdir()
     files = {  # the adam upload is the newest, the newer accumulation must still win over the older one
@@ -86,47 +83,43 @@ def test_latest_upload_wins_per_notebook_not_per_student(tmp_path: Path, course:
     for name, (source, when) in files.items():
         (uploads / name).write_text(_notebook_with(source))
         os.utime(uploads / name, (when, when))
-    (course / "submitted" / "eve" / spec.ASSIGNMENT).mkdir(parents=True)
-    kept = course / "submitted" / "eve" / spec.ASSIGNMENT / "extra.txt"
+    (lab / "submitted" / "eve" / spec.ASSIGNMENT).mkdir(parents=True)
+    kept = lab / "submitted" / "eve" / spec.ASSIGNMENT / "extra.txt"
     kept.write_text("collected earlier")
 
-    summary = collect.collect(course, uploads, "forms")
+    summary = collect.collect(lab, uploads, "forms")
     assert summary.students == ["eve"] and summary.files == 2
-    assert "'new'" in (course / "submitted" / "eve" / spec.ASSIGNMENT / "accumulation.ipynb").read_text()
+    assert "'new'" in (lab / "submitted" / "eve" / spec.ASSIGNMENT / "accumulation.ipynb").read_text()
     assert kept.exists()  # a second collect does not wipe what is there
 
 
-def test_collect_with_a_custom_pattern_and_clear_errors(tmp_path: Path, course: Path) -> None:
+def test_collect_with_a_custom_pattern_and_clear_errors(tmp_path: Path, lab: Path) -> None:
     uploads = tmp_path / "uploads"
     uploads.mkdir()
     (uploads / "s123456__adam.ipynb").write_text(_notebook_with("class Adam: pass"))
     (uploads / "S654321__accumulation.ipynb.json").write_text(_notebook_with("def train_epoch(): pass"))
-    summary = collect.collect(course, uploads, r"(?P<student>s\d+)__(?P<notebook>\w+)")
+    summary = collect.collect(lab, uploads, r"(?P<student>s\d+)__(?P<notebook>\w+)")
     assert summary.students == ["s123456", "s654321"]
-    assert (course / "submitted" / "s654321" / spec.ASSIGNMENT / "accumulation.ipynb").exists()
+    assert (lab / "submitted" / "s654321" / spec.ASSIGNMENT / "accumulation.ipynb").exists()
     with pytest.raises(collect.CollectError, match="not a folder"):
-        collect.collect(course, tmp_path / "missing")
+        collect.collect(lab, tmp_path / "missing")
     with pytest.raises(collect.CollectError, match="no \\(\\?P<student>"):
-        collect.collect(course, uploads, r"(?P<notebook>\w+)")
+        collect.collect(lab, uploads, r"(?P<notebook>\w+)")
     with pytest.raises(collect.CollectError, match="neither a preset"):
-        collect.collect(course, uploads, r"(?P<student>s\d+")
+        collect.collect(lab, uploads, r"(?P<student>s\d+")
     assert collect.slug("  Jane  O'Neil ") == "jane_o_neil" and collect.slug("JD@uni.edu") == "jd_uni_edu"
     assert collect.slug("Jane Doe") == "jane_doe" and collect.slug("Иван Петров") == "иван_петров"
     long = collect.slug("x" * 500)
     assert len(long) <= collect.MAX_ID and long != collect.slug("x" * 499 + "y")  # shortened, still apart
 
 
-def test_the_plugin_works_in_nbgraders_own_zip_collect(tmp_path: Path, course: Path) -> None:
-    archive = course / "downloaded" / spec.ASSIGNMENT / "archive"
+def test_the_plugin_works_in_nbgraders_own_zip_collect(tmp_path: Path, lab: Path) -> None:
+    archive = lab / "downloaded" / spec.ASSIGNMENT / "archive"
     _uploads(archive)
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run(
-        [sys.executable, "-m", "nbgrader", "zip_collect", spec.ASSIGNMENT,
-         "--collector=autograder.collect.LabCollector"],
-        cwd=course, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    proc = course.nbgrader(lab, "zip_collect", spec.ASSIGNMENT, "--collector=autograder.collect.LabCollector",
+                          timeout=300, check=False)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    sub = course / "submitted"
+    sub = lab / "submitted"
     assert sorted(p.name for p in sub.iterdir()) == [
         "alice",
         "carol_smith",
@@ -144,15 +137,13 @@ def _write(path: Path, source: str) -> Path:
     return path
 
 
-def _source_of(course: Path, student: str, notebook: str) -> str:
+def _source_of(lab: Path, student: str, notebook: str) -> str:
     return (
-        nbformat.read(course / "submitted" / student / spec.ASSIGNMENT / f"{notebook}.ipynb", 4)
-        .cells[0]
-        .source
+        nbformat.read(lab / "submitted" / student / spec.ASSIGNMENT / f"{notebook}.ipynb", 4).cells[0].source
     )
 
 
-def test_distinct_students_keep_distinct_ids(tmp_path: Path, course: Path) -> None:
+def test_distinct_students_keep_distinct_ids(tmp_path: Path, lab: Path) -> None:
     uploads = tmp_path / "uploads"
     for number in (101, 202):  # two Moodle students with one name
         _write(
@@ -165,7 +156,7 @@ def test_distinct_students_keep_distinct_ids(tmp_path: Path, course: Path) -> No
     _write(uploads / "Jane Doe" / "adam.ipynb", "class Adam: who = 'space'")  # two names, one reading
     _write(uploads / "jane.doe" / "adam.ipynb", "class Adam: who = 'dot'")
 
-    summary = collect.collect(course, uploads)
+    summary = collect.collect(lab, uploads)
     apart = sorted(s for s in summary.students if s.startswith("jane_doe_"))
     assert summary.students == sorted(
         [
@@ -179,25 +170,25 @@ def test_distinct_students_keep_distinct_ids(tmp_path: Path, course: Path) -> No
         ]
     )
     assert len(apart) == 2 and summary.files == 8 and summary.skipped == []
-    assert _source_of(course, "wei_zhang_101", "adam") == "class Adam: n = 101"
-    assert _source_of(course, "wei_zhang_202", "adam") == "class Adam: n = 202"
-    assert _source_of(course, "jd_gmail_com", "adam") == "class Adam: who = 'jd@gmail.com'"
-    assert {_source_of(course, s, "adam") for s in apart} == {
+    assert _source_of(lab, "wei_zhang_101", "adam") == "class Adam: n = 101"
+    assert _source_of(lab, "wei_zhang_202", "adam") == "class Adam: n = 202"
+    assert _source_of(lab, "jd_gmail_com", "adam") == "class Adam: who = 'jd@gmail.com'"
+    assert {_source_of(lab, s, "adam") for s in apart} == {
         "class Adam: who = 'space'",
         "class Adam: who = 'dot'",
     }
     (collision,) = summary.notices
     assert "'Jane Doe'" in collision and "'jane.doe'" in collision and all(s in collision for s in apart)
-    assert collect.read_notes(course)["notices"] == summary.notices
-    page = report.class_page(course, {}, tmp_path / "class" / "class.html").read_text()
+    assert collect.read_notes(lab)["notices"] == summary.notices
+    page = report.class_page(lab, {}, tmp_path / "class" / "class.html").read_text()
     assert "Uploads to check" in page and collision in html.unescape(page)  # by name, on the class page
 
     # A later collect of one of them keeps the id it was given, and a new "jane doe" (same name) is them.
     later = tmp_path / "later"
     _write(later / "JANE  DOE" / "adam.ipynb", "class Adam: who = 'space, again'")
-    again = collect.collect(course, later)
+    again = collect.collect(lab, later)
     (same,) = again.students
-    assert same in apart and _source_of(course, same, "adam") == "class Adam: who = 'space, again'"
+    assert same in apart and _source_of(lab, same, "adam") == "class Adam: who = 'space, again'"
     assert again.notices == []
 
 
@@ -214,7 +205,7 @@ def _zip(path: Path, members: dict[str, str | bytes], links: tuple[str, ...] = (
 
 
 def test_archives_links_and_unreadable_uploads_are_reported_by_name(
-    tmp_path: Path, course: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, lab: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(collect, "MAX_MEMBER_BYTES", 50_000)
     uploads = tmp_path / "uploads"
@@ -238,13 +229,13 @@ def test_archives_links_and_unreadable_uploads_are_reported_by_name(
     os.mkfifo(uploads / "adam - Fifo Person.ipynb")  # not a regular file: must not block collect
 
     with caplog.at_level(logging.WARNING, logger="autograder.collect"):
-        summary = collect.collect(course, uploads)
+        summary = collect.collect(lab, uploads)
     assert summary.students == ["ana_lima", "li_na_303"]
-    assert _source_of(course, "ana_lima", "adam") == "class Adam: who = 'ana'"
-    assert _source_of(course, "li_na_303", "accumulation") == "def train_epoch(): 'li'"
-    assert not (course / "submitted" / "ana_lima" / spec.ASSIGNMENT / "accumulation.ipynb").exists()
+    assert _source_of(lab, "ana_lima", "adam") == "class Adam: who = 'ana'"
+    assert _source_of(lab, "li_na_303", "accumulation") == "def train_epoch(): 'li'"
+    assert not (lab / "submitted" / "ana_lima" / spec.ASSIGNMENT / "accumulation.ipynb").exists()
     assert not list(tmp_path.rglob("escaped.ipynb")) and not Path("/tmp/absolute.ipynb").exists()
-    assert not list((course / "submitted").rglob("._adam.ipynb"))
+    assert not list((lab / "submitted").rglob("._adam.ipynb"))
 
     notices = "\n".join(summary.notices)
     ana = next(n for n in summary.notices if "lab - Ana Lima.zip" in n)
@@ -264,12 +255,12 @@ def test_archives_links_and_unreadable_uploads_are_reported_by_name(
     skipped = "\n".join(summary.skipped)
     assert "Bob Link/adam.ipynb: a symbolic link, not followed" in skipped
     assert "linked folder: a symbolic link, not followed" in skipped
-    assert not (course / "submitted" / "bob_link").exists()
+    assert not (lab / "submitted" / "bob_link").exists()
     assert [r.getMessage() for r in caplog.records] == [f"collect: {n}" for n in summary.notices]
-    assert collect.read_notes(course)["notices"] == summary.notices
+    assert collect.read_notes(lab)["notices"] == summary.notices
 
 
-def test_uploads_are_streamed_not_read_whole(tmp_path: Path, course: Path) -> None:
+def test_uploads_are_streamed_not_read_whole(tmp_path: Path, lab: Path) -> None:
     uploads = tmp_path / "uploads"
     path = _write(uploads / "adam - Big Upload.ipynb", "class Adam: pass")
     size = 96 * 2**20
@@ -277,10 +268,10 @@ def test_uploads_are_streamed_not_read_whole(tmp_path: Path, course: Path) -> No
         file.truncate(size)
     tracemalloc.start()
     try:
-        summary = collect.collect(course, uploads)
+        summary = collect.collect(lab, uploads)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert summary.students == ["big_upload"]
-    assert (course / "submitted" / "big_upload" / spec.ASSIGNMENT / "adam.ipynb").stat().st_size == size
+    assert (lab / "submitted" / "big_upload" / spec.ASSIGNMENT / "adam.ipynb").stat().st_size == size
     assert peak < 16 * 2**20, f"collect held {peak / 2**20:.0f} MiB at once"
