@@ -12,16 +12,14 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
+
+from tests.fixtures import servers
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "08_playground.ipynb"
@@ -55,37 +53,6 @@ def chromium() -> str:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_server(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"JupyterLab exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"JupyterLab did not answer {url} within {timeout}s:\n{log.read_text()[-3000:]}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """Stop the server we started and everything in its process group (its kernels)."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-
 @pytest.fixture
 def jupyterlab(tmp_path):
     """A JupyterLab server on a free localhost port, serving a temp dir holding a copy of the notebook."""
@@ -93,7 +60,7 @@ def jupyterlab(tmp_path):
     work = tmp_path / "lab"
     work.mkdir()
     shutil.copy(NOTEBOOK, work / NOTEBOOK.name)
-    port, token = _free_port(), uuid.uuid4().hex
+    port, token = servers.free_port(), uuid.uuid4().hex
     env = {
         **os.environ,
         # Isolate from the user's Jupyter settings and saved workspaces.
@@ -131,10 +98,12 @@ def jupyterlab(tmp_path):
         )
     try:
         base = f"http://127.0.0.1:{port}"
-        _wait_for_server(f"{base}/api/status?token={token}", proc, log)
+        servers.wait_until_answers(
+            f"{base}/api/status?token={token}", proc, log, what="JupyterLab", timeout=90
+        )
         yield f"{base}/lab/tree/{NOTEBOOK.name}?token={token}", log
     finally:
-        _stop(proc)
+        servers.stop(proc)  # the server and its kernels
 
 
 def _changed_fraction(png_a: bytes, png_b: bytes) -> float:

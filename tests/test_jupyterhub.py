@@ -25,13 +25,10 @@ import os
 import pwd
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -40,7 +37,7 @@ import psutil
 import pytest
 
 from autograder import settings, spec
-from tests.fixtures import course, solutions, unix_users
+from tests.fixtures import course, servers, solutions, unix_users
 
 ROOT = course.ROOT
 DEPLOY = ROOT / "deploy" / "jupyterhub"
@@ -86,12 +83,6 @@ pytestmark = [
     pytest.mark.timeout(1800),
     pytest.mark.skipif(bool(_missing()), reason=_missing() or "-"),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _server_wrapper(folder: Path, user: str, keep: list[Path]) -> Path:
@@ -198,7 +189,7 @@ def running_hub():
             user: str(_server_wrapper(work, user, shared + ([ROOT] if role == "instructor" else [])))
             for role, (user, _) in users.items()
         }
-        port = _free_port()
+        port = servers.free_port()
         hub_settings = {
             "users": [u for u, _ in users.values()],
             "instructor": instructor,
@@ -208,8 +199,8 @@ def running_hub():
                 instructor: {"PYTHONPATH": str(ROOT)}
             },  # the course copy's config imports the grader
             "url": f"http://127.0.0.1:{port}",
-            "hub_port": _free_port(),
-            "proxy_api": f"http://127.0.0.1:{_free_port()}",
+            "hub_port": servers.free_port(),
+            "proxy_api": f"http://127.0.0.1:{servers.free_port()}",
             "db": f"sqlite:///{work / 'jupyterhub.sqlite'}",
             "cookie": str(work / "cookie_secret"),
             "data": str(data),
@@ -227,39 +218,15 @@ def running_hub():
             proc = subprocess.Popen([str(VENV_BIN / "jupyterhub"), "-f", str(config)], cwd=work, env=env,
                                     stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         try:
-            _wait(f"{hub_settings['url']}/hub/health", proc, log)
+            servers.wait_until_answers(f"{hub_settings['url']}/hub/health", proc, log, what="jupyterhub")
             yield {"url": hub_settings["url"], "users": users, "course": root, "exchange": exchange,
                    "log": log, "instructor": instructor}  # fmt: skip
         finally:
-            _stop(proc)
+            servers.stop(proc, timeout=60)  # the hub stops every user's server, then the proxy
             print(f"\n--- the hub's log, last lines ---\n{log.read_text()[-6000:]}")
             _kill_users({pwd.getpwnam(u).pw_uid for u, _ in users.values()})
             shutil.rmtree(work, ignore_errors=True)
             shutil.rmtree(exchange, ignore_errors=True)
-
-
-def _wait(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"jupyterhub exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"jupyterhub did not answer {url}:\n{log.read_text()[-4000:]}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)  # the hub stops every user's server, then the proxy
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
 
 
 @contextmanager
