@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from autograder import jail, settings, spec
-from tests.fixtures import unix_users
+from tests.fixtures import course, unix_users
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the jail is Linux-only")
@@ -140,11 +139,8 @@ def test_the_scratch_folder_has_a_size_quota_and_leaves_the_disk_alone(tmp_path:
 
 def test_no_jail_means_a_clear_error_unless_unconfined(tmp_path: Path) -> None:
     notebook = ROOT / "assignments" / "source" / spec.ASSIGNMENT / "adam.ipynb"
-    env = {
-        **os.environ,
-        "PATH": str(Path(sys.executable).parent),
-        "PYTHONPATH": str(ROOT),
-    }  # no bwrap on PATH
+    # The course's environment, but PATH only the venv's bin: no bwrap on it (deliberately unlike course.env's).
+    env = course.env(PATH=str(Path(sys.executable).parent))
     proc = subprocess.run([sys.executable, "-m", "autograder", "check", str(notebook)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode != 0
@@ -335,7 +331,7 @@ def test_what_a_killed_grader_left_is_removed_by_the_next_one(tmp_path: Path) ->
     live = jail.Jail(jail.new_scratch("kernel", root))
     try:
         proc = subprocess.run([sys.executable, "-c", KILLED_GRADER, str(root)], cwd=ROOT, capture_output=True,
-                              text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+                              text=True, timeout=120, env=course.env())  # fmt: skip
         assert proc.returncode == -9, proc.stderr[-2000:]
         left = [Path(p) for p in proc.stdout.split()]
         assert left and all(p.exists() for p in left), "the killed grader left its folder and cgroups"
