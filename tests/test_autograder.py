@@ -17,7 +17,7 @@ import torch
 
 import autograder
 from autograder import checks, repair, settings, spec
-from tests.fixtures import solutions
+from tests.fixtures import course, solutions
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "assignments" / "source" / spec.ASSIGNMENT
@@ -267,20 +267,6 @@ def test_check_runs_live_and_shows_only_the_message_and_hint(capsys) -> None:
 # --------------------------------------------------------------------------- repair
 
 
-def _strip(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """What Colab-style editors do: cell metadata and ids gone, notebook metadata replaced."""
-    out = copy.deepcopy(nb)
-    for cell in out.cells:
-        cell.metadata = {}
-        cell.pop("id", None)
-    out.metadata = {
-        "colab": {"provenance": []},
-        "kernelspec": {"name": "python3", "display_name": "Python 3"},
-    }
-    out.nbformat_minor = 0  # v4.0: cells need no ids
-    return out
-
-
 def _solution_index(nb: nbformat.NotebookNode, name: str) -> int:
     solution_id = spec.notebook(name).solution_id
     return next(
@@ -295,7 +281,7 @@ def _ids(nb: nbformat.NotebookNode) -> list[str]:
 @pytest.mark.parametrize("name", sorted(spec.NOTEBOOKS))
 def test_repair_restores_metadata_stripped_by_colab(name: str) -> None:
     release = _source_notebook(name)
-    student = _strip(release)
+    student = course.colab(release, cell_id=None)  # every cell's metadata empty
     student.cells[_solution_index(release, name)].source = CORRECT[name]  # their answer, no markers
     fixed, notes = repair.repair(student, release, spec.notebook(name))
     assert _ids(fixed) == _ids(release)
@@ -341,7 +327,9 @@ def _notebook_with(source: str) -> str:
 def test_check_command_grades_one_file(tmp_path: Path, capsys) -> None:
     from autograder.__main__ import main
 
-    nb = _strip(_source_notebook("adam"))  # metadata stripped: the cell defining Adam is found anyway
+    nb = course.colab(
+        _source_notebook("adam"), cell_id=None
+    )  # metadata stripped: the cell defining Adam is found anyway
     nb.cells[_solution_index(_source_notebook("adam"), "adam")].source = solutions.ADAM_MISTAKES[
         "decoupled_weight_decay"
     ][0]
