@@ -8,7 +8,6 @@ score, and the reports, gradebook and release are checked too.
 
 from __future__ import annotations
 
-import copy
 import csv
 import os
 import shutil
@@ -62,19 +61,6 @@ def _write(nb: nbformat.NotebookNode, path: Path, mtime: float | None = None) ->
         os.utime(path, (mtime, mtime))
 
 
-def _colab(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    out = copy.deepcopy(nb)
-    for cell in out.cells:
-        cell.metadata = {"id": "x"} if cell.cell_type == "code" else {}
-        cell.pop("id", None)
-    out.metadata = {
-        "colab": {"provenance": []},
-        "kernelspec": {"name": "python3", "display_name": "Python 3"},
-    }
-    out.nbformat_minor = 0  # what Colab writes: v4.0, cells without ids
-    return out
-
-
 def _make_uploads(root: Path, folder: Path) -> None:
     good = course.CORRECT
     for name in NB:
@@ -88,7 +74,7 @@ def _make_uploads(root: Path, folder: Path) -> None:
             ),
             folder / "dave" / f"{name}.ipynb",
         )
-        _write(_colab(answer(root, name, good[name])), folder / "frank" / f"Copy of {name}.ipynb")
+        _write(course.colab(answer(root, name, good[name])), folder / "frank" / f"Copy of {name}.ipynb")
     # Google Forms names uploads "<file> - <respondent>"; the newer file wins.
     _write(released(root, "accumulation"), folder / "accumulation - Carol Smith.ipynb", 1_700_000_000)
     _write(
