@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,17 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the autograder is imported from the repository, never installed
     sys.path.insert(0, str(ROOT))
 
-from tests.fixtures import course  # noqa: E402 - after the repository is on sys.path
+from tests.fixtures import course, servers  # noqa: E402 - after the repository is on sys.path
 
 SAME_AS_JAIL = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
 STUDENT = "ada"
 PRESSES = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _request(url: str, token: str, method: str = "GET", timeout: float = 1800) -> tuple[float, bytes]:
@@ -82,7 +75,7 @@ def _press(base: str, token: str) -> dict[str, float]:
 
 
 def _server_presses(root: Path, extra_env: dict[str, str]) -> list[dict[str, float]]:
-    port, token = _free_port(), os.urandom(16).hex()
+    port, token = servers.free_port(), os.urandom(16).hex()
     env = course.env(**extra_env)
     env["JUPYTER_CONFIG_DIR"] = str(
         root.parent / "jupyter-config"
@@ -97,25 +90,11 @@ def _server_presses(root: Path, extra_env: dict[str, str]) -> list[dict[str, flo
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                _request(f"{base}/api/status", token, timeout=5)
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError(
-                        f"jupyter server did not start: {(root.parent / 'server.log').read_text()[-2000:]}"
-                    ) from None
-                time.sleep(0.5)
+        servers.wait_until_answers(f"{base}/api/status", proc, root.parent / "server.log", what="jupyter server",
+                                   timeout=180, headers={"Authorization": f"token {token}"})  # fmt: skip
         return [_press(base, token) for _ in range(PRESSES)]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        servers.stop(proc, timeout=30)  # the server and its kernels
         log.close()
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures import course, solutions
+from tests.fixtures import course, servers, solutions
 
 pytestmark = pytest.mark.slow
 
@@ -45,16 +44,10 @@ def _grade_and_export(root: Path, *args: str) -> str:
     return out.read_text()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory):
     base = tmp_path_factory.mktemp("cluster")
-    port = _free_port()
+    port = servers.free_port()
     address = f"tcp://127.0.0.1:{port}"
     env = course.env(DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES="1")
     procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
@@ -149,22 +142,10 @@ def _start(setup: list[str], line: str, cwd: Path) -> subprocess.Popen:
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
 
 
-def _stop_all(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 def _documented_cluster(workers: int, *, keep: tuple[str, ...] = ("PYTHONPATH",)) -> tuple[str, list]:
     from dask.distributed import Client
 
-    port = _free_port()
+    port = servers.free_port()
     setup, scheduler, worker = _documented_recipe(port)
     setup = [line for line in setup if not line.startswith("export ") or any(k in line for k in keep)]
     procs = [_start(setup, scheduler, ROOT)]
@@ -174,7 +155,7 @@ def _documented_cluster(workers: int, *, keep: tuple[str, ...] = ("PYTHONPATH",)
         with Client(address, timeout=120) as client:
             client.wait_for_workers(workers, timeout=180)
     except BaseException:
-        _stop_all(procs)
+        servers.stop(*procs, timeout=30)
         raise
     return address, procs
 
@@ -184,7 +165,7 @@ def test_the_documented_cluster_grades_like_the_local_default(local_csv: str, tm
     try:
         csv = _grade_and_export(course.collected(tmp_path, CLASS), "--scheduler", address)
     finally:
-        _stop_all(procs)
+        servers.stop(*procs, timeout=30)
     assert csv == local_csv
 
 
@@ -194,7 +175,7 @@ def test_a_cluster_without_the_grader_on_its_path_stops_before_grading(tmp_path:
     try:
         grade = course.autograder(root, "grade", "--scheduler", address, timeout=600, check=False)
     finally:
-        _stop_all(procs)
+        servers.stop(*procs, timeout=30)
     out = grade.stdout + grade.stderr
     assert grade.returncode == 2, out[-3000:]
     assert "the scheduler cannot import autograder" in out and "cannot import autograder" in out, out[-3000:]
