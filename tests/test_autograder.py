@@ -20,7 +20,6 @@ from autograder import checks, repair, settings, spec
 from tests.fixtures import course, solutions
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCE = ROOT / "assignments" / "source" / spec.ASSIGNMENT
 CORRECT = {"accumulation": solutions.ACCUMULATION, "adam": solutions.ADAM}
 MISTAKES = [(nb, key) for nb, table in (("accumulation", solutions.ACCUMULATION_MISTAKES),
                                         ("adam", solutions.ADAM_MISTAKES)) for key in table]  # fmt: skip
@@ -44,13 +43,9 @@ def _strip_markers(source: str) -> str:
     )
 
 
-def _source_notebook(name: str) -> nbformat.NotebookNode:
-    return nbformat.read(SOURCE / f"{name}.ipynb", as_version=4)
-
-
 @pytest.mark.parametrize("name", sorted(spec.NOTEBOOKS))
 def test_source_notebooks_hold_the_reference_solutions_and_no_outputs(name: str) -> None:
-    nb = _source_notebook(name)
+    nb = course.source(name)
     cell = repair.solution_source(nb, spec.notebook(name))
     assert cell is not None, f"{name}.ipynb has no cell with grade_id {spec.notebook(name).solution_id}"
     assert _strip_markers(cell).strip() == CORRECT[name].strip()
@@ -267,22 +262,16 @@ def test_check_runs_live_and_shows_only_the_message_and_hint(capsys) -> None:
 # --------------------------------------------------------------------------- repair
 
 
-def _solution_index(nb: nbformat.NotebookNode, name: str) -> int:
-    solution_id = spec.notebook(name).solution_id
-    return next(
-        i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == solution_id
-    )
-
-
 def _ids(nb: nbformat.NotebookNode) -> list[str]:
     return [c.metadata["nbgrader"]["grade_id"] for c in nb.cells if "nbgrader" in c.metadata]
 
 
 @pytest.mark.parametrize("name", sorted(spec.NOTEBOOKS))
 def test_repair_restores_metadata_stripped_by_colab(name: str) -> None:
-    release = _source_notebook(name)
+    release = course.source(name)
     student = course.colab(release, cell_id=None)  # every cell's metadata empty
-    student.cells[_solution_index(release, name)].source = CORRECT[name]  # their answer, no markers
+    solution = course.cell_index(release, spec.notebook(name).solution_id)
+    student.cells[solution].source = CORRECT[name]  # their answer, no markers
     fixed, notes = repair.repair(student, release, spec.notebook(name))
     assert _ids(fixed) == _ids(release)
     assert repair.solution_source(fixed, spec.notebook(name)) == CORRECT[name]
@@ -291,7 +280,7 @@ def test_repair_restores_metadata_stripped_by_colab(name: str) -> None:
 
 
 def test_repair_handles_deleted_duplicated_and_renamed_cells() -> None:
-    release = _source_notebook("accumulation")
+    release = course.source("accumulation")
     student = copy.deepcopy(release)
     test_ids = [p.grade_id for p in spec.ACCUMULATION.parts]
     student.cells = [
@@ -327,12 +316,10 @@ def _notebook_with(source: str) -> str:
 def test_check_command_grades_one_file(tmp_path: Path, capsys) -> None:
     from autograder.__main__ import main
 
-    nb = course.colab(
-        _source_notebook("adam"), cell_id=None
-    )  # metadata stripped: the cell defining Adam is found anyway
-    nb.cells[_solution_index(_source_notebook("adam"), "adam")].source = solutions.ADAM_MISTAKES[
-        "decoupled_weight_decay"
-    ][0]
+    release = course.source("adam")
+    nb = course.colab(release, cell_id=None)  # metadata stripped: the cell defining Adam is found anyway
+    solution = course.cell_index(release, spec.notebook("adam").solution_id)
+    nb.cells[solution].source = solutions.ADAM_MISTAKES["decoupled_weight_decay"][0]
     path = tmp_path / "Copy of adam.ipynb"
     nbformat.write(nb, path)
     assert main(["check", str(path), "--device", "cpu"]) == 1  # one part fails
