@@ -4,6 +4,8 @@ copies of it, a from-scratch optimizer proved against torch.optim, no Adam imple
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -228,6 +230,47 @@ def test_execute_writes_html_with_plots(tmp_path: Path) -> None:
     result = nbtools.execute(path, fast=False, timeout=120, html_dir=tmp_path / "html")
     assert result.error is not None and "boom" in result.error
     assert "full" in (tmp_path / "html" / "tiny.html").read_text(), "HTML is written even when a cell fails"
+
+
+def test_execute_runs_notebooks_side_by_side_sharing_the_cores(tmp_path: Path, capsys) -> None:
+    """`execute --jobs 2` runs two kernels at once, each with half the cores' threads, longest first next time."""
+
+    def notebook(name: str, source: str) -> Path:
+        nb = nbformat.v4.new_notebook(
+            metadata={"kernelspec": {"name": "python3", "display_name": "Python 3"}}
+        )
+        nb.cells = [nbformat.v4.new_code_cell(source)]
+        path = tmp_path / f"{name}.ipynb"
+        nbformat.write(nb, path)
+        return path
+
+    report = tmp_path / "threads"
+    threads = "import torch\nopen({!r}, 'a').write(f'{{torch.get_num_threads()}}\\n')\n"
+    short = notebook("short", threads.format(str(report)))
+    long = notebook("long", threads.format(str(report)) + "import time\ntime.sleep(3)")
+    broken = notebook("broken", "raise RuntimeError('boom')")
+    html = tmp_path / "html"
+
+    assert (
+        nbtools.main(["execute", "--jobs", "2", "--html", str(html), str(short), str(long), str(broken)]) == 1
+    )
+    out = capsys.readouterr()
+    assert "3 notebooks, 2 at a time" in out.out and "boom" in out.err
+    statuses = re.findall(r"^\[\d/3\] (\w+) ", out.out, flags=re.M)
+    assert sorted(statuses) == ["FAILED", "ok", "ok"], out.out
+    cores = os.cpu_count()
+    assert report.read_text().split() == [str(max(1, cores // 2))] * 2, (
+        "each kernel gets its share of the cores"
+    )
+    assert {p.name for p in html.iterdir()} >= {"short.html", "long.html", "broken.html"}
+    seconds = json.loads((html / ".seconds-fast.json").read_text())
+    assert seconds["long.ipynb"] > seconds["short.ipynb"] + 2, seconds
+
+    # the next run starts the notebook that took longest last time first
+    order = [path.name for path in nbtools.longest_first([short, broken, long], html / ".seconds-fast.json")]
+    assert order[0] == "long.ipynb", order
+    with pytest.raises(SystemExit):
+        nbtools.main(["execute", "--jobs", "0", str(short)])
 
 
 @pytest.mark.slow

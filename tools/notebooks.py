@@ -30,11 +30,12 @@ Notebooks are executed in memory; the source files are never modified by ``execu
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -320,9 +321,14 @@ class Executed:
     nb: nbformat.NotebookNode | None = None  # the executed notebook, outputs included
 
 
-def kernel_env(fast: bool) -> dict[str, str]:
-    """Environment for the kernel: fast/full mode switch and the repository on PYTHONPATH."""
+def kernel_env(fast: bool, threads: int | None = None) -> dict[str, str]:
+    """Environment for the kernel: fast/full mode switch and the repository on PYTHONPATH.
+
+    ``threads`` caps the kernel's torch (OpenMP/MKL) threads, for kernels that share the machine's cores.
+    """
     env = dict(os.environ)
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     if fast:
         env["COURSE_FAST"] = "1"
     else:
@@ -334,12 +340,13 @@ def kernel_env(fast: bool) -> dict[str, str]:
 
 
 def execute(path: Path, fast: bool = True, timeout: int = 900, html_dir: Path | None = None,
-            before_html: Callable[[nbformat.NotebookNode], object] | None = None) -> Executed:  # fmt: skip
+            before_html: Callable[[nbformat.NotebookNode], object] | None = None,
+            threads: int | None = None) -> Executed:  # fmt: skip
     """Execute a notebook top to bottom in its own folder (in memory; the file is not modified).
 
     ``timeout`` is per cell, in seconds. With ``html_dir`` the executed notebook (plots included) is written
     there as ``NAME.html``, also when a cell failed, so the error can be read in context; ``before_html``
-    may change the executed notebook first.
+    may change the executed notebook first. ``threads`` caps the kernel's torch threads (see :func:`kernel_env`).
     """
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
@@ -353,7 +360,7 @@ def execute(path: Path, fast: bool = True, timeout: int = 900, html_dir: Path | 
     )
     start, error = time.perf_counter(), None
     try:
-        client.execute(env=kernel_env(fast))
+        client.execute(env=kernel_env(fast, threads))
     except CellExecutionError as exc:
         error = str(exc)
     seconds = time.perf_counter() - start
@@ -368,6 +375,62 @@ def execute(path: Path, fast: bool = True, timeout: int = 900, html_dir: Path | 
         html = html_dir / f"{path.stem}.html"
         html.write_text(body, encoding="utf-8")
     return Executed(path, seconds, error, html, nb)
+
+
+def _execute_quietly(path: Path, **kwargs) -> Executed:
+    """:func:`execute` for a worker process: the result without the executed notebook (HTML is written there)."""
+    result = execute(path, **kwargs)
+    return Executed(result.path, result.seconds, result.error, result.html)
+
+
+def execute_many(paths: list[Path], jobs: int = 1, **kwargs) -> Iterator[Executed]:
+    """Execute notebooks ``jobs`` at a time, yielding each result as it finishes (``kwargs`` as :func:`execute`).
+
+    With more than one job the machine's cores are shared out: each kernel gets ``cores // jobs`` torch threads
+    (at least one), so two kernels do not fight over the same cores. Small models train faster as two one-thread
+    processes than as one two-thread process, and one kernel's start, plots and Python overlap the other's
+    arithmetic. The longest notebooks (by ``timings``, a JSON file of the last run's seconds, updated here) start
+    first, so the last one to finish is a short one.
+    """
+    timings_file = kwargs.pop("timings", None)
+    if jobs <= 1:
+        for path in paths:
+            yield execute(path, **kwargs)
+        return
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    timings = _timings(timings_file)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        ordered = longest_first(paths, timings_file)
+        futures = [pool.submit(_execute_quietly, path, threads=threads, **kwargs) for path in ordered]
+        for future in as_completed(futures):
+            result = future.result()
+            timings[result.path.name] = round(result.seconds, 1)
+            yield result
+    if timings_file is not None:
+        Path(timings_file).parent.mkdir(parents=True, exist_ok=True)
+        Path(timings_file).write_text(json.dumps(timings, indent=1, sort_keys=True) + "\n")
+
+
+def _timings(timings_file: Path | None) -> dict[str, float]:
+    if timings_file is None or not Path(timings_file).is_file():
+        return {}
+    try:
+        return {name: float(s) for name, s in json.loads(Path(timings_file).read_text()).items()}
+    except (ValueError, AttributeError, TypeError):  # a damaged file only loses the ordering
+        return {}
+
+
+def longest_first(paths: list[Path], timings_file: Path | None) -> list[Path]:
+    """Longest first by the last run's seconds; notebooks not timed yet keep their order, first."""
+    timings = _timings(timings_file)
+    return sorted(paths, key=lambda p: -timings.get(p.name, float("inf")))
+
+
+def default_jobs(n_notebooks: int) -> int:
+    """Notebooks to run at once: one per core (a 2-core machine runs two), never more than there are."""
+    return max(1, min(n_notebooks, os.cpu_count() or 1))
 
 
 def _targets(paths: list[str], root: Path, globs: tuple[str, ...] = (LECTURE_GLOB,)) -> list[Path]:
@@ -407,6 +470,9 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--fast", action="store_true", help="fast mode (COURSE_FAST=1, the default)")
     p.add_argument("--html", type=Path, help="folder for NAME.html exports")
     p.add_argument("--timeout", type=int, default=900, help="per-cell timeout in seconds (default 900)")
+    p.add_argument(
+        "--jobs", type=int, help="notebooks run at once, sharing the cores (default: one per core)"
+    )
     p.add_argument("notebooks", nargs="*", help=f"notebooks or folders (default: {LECTURE_GLOB})")
     args = parser.parse_args(argv)
 
@@ -441,18 +507,25 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"stripped {path}")
         return 0
     # execute
+    if args.jobs is not None and args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, not {args.jobs}")
+    jobs = args.jobs or default_jobs(len(targets))
+    mode_name = "full size" if args.full else "fast mode"
+    timings = (args.html or REPO_ROOT / "build") / f".seconds-{'full' if args.full else 'fast'}.json"
+    print(f"running {len(targets)} notebooks, {jobs} at a time", flush=True)
     results, total = [], time.perf_counter()
-    for path in targets:
-        result = execute(path, fast=not args.full, timeout=args.timeout, html_dir=args.html)
+    for result in execute_many(
+        targets, jobs, fast=not args.full, timeout=args.timeout, html_dir=args.html, timings=timings
+    ):
         status = "ok" if result.error is None else "FAILED"
         print(
-            f"{status:6} {result.seconds:7.1f} s  {path}" + (f" -> {result.html}" if result.html else ""),
+            f"[{len(results) + 1}/{len(targets)}] {status:6} {result.seconds:7.1f} s  {result.path}"
+            + (f" -> {result.html}" if result.html else ""),
             flush=True,
         )
         if result.error:
             print(result.error, file=sys.stderr)
         results.append(result)
-    mode_name = "full size" if args.full else "fast mode"
     print(f"{len(results)} notebooks ({mode_name}) in {time.perf_counter() - total:.1f} s")
     return 1 if any(r.error for r in results) else 0
 
