@@ -24,6 +24,7 @@ RESULTS = HERE / "RESULTS.md"
 def _load(path: Path):
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module  # so a benchmark's worker processes can find its functions by name
     spec.loader.exec_module(module)
     return module
 

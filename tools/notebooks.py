@@ -399,18 +399,24 @@ def execute_many(paths: list[Path], jobs: int = 1, **kwargs) -> Iterator[Execute
         return
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    timings = _timings(timings_file)
     threads = max(1, (os.cpu_count() or 1) // jobs)
+    seconds = {}
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         ordered = longest_first(paths, timings_file)
         futures = [pool.submit(_execute_quietly, path, threads=threads, **kwargs) for path in ordered]
         for future in as_completed(futures):
             result = future.result()
-            timings[result.path.name] = round(result.seconds, 1)
+            seconds[result.path.name] = result.seconds
             yield result
     if timings_file is not None:
-        Path(timings_file).parent.mkdir(parents=True, exist_ok=True)
-        Path(timings_file).write_text(json.dumps(timings, indent=1, sort_keys=True) + "\n")
+        record_seconds(timings_file, seconds)
+
+
+def record_seconds(timings_file: Path, seconds: dict[str, float]) -> None:
+    """Add notebooks' seconds (by file name) to ``timings_file``, for :func:`longest_first` next time."""
+    timings = {**_timings(timings_file), **{name: round(s, 1) for name, s in seconds.items()}}
+    Path(timings_file).parent.mkdir(parents=True, exist_ok=True)
+    Path(timings_file).write_text(json.dumps(timings, indent=1, sort_keys=True) + "\n")
 
 
 def _timings(timings_file: Path | None) -> dict[str, float]:

@@ -126,7 +126,7 @@ def augment_batch(
     b, h, w = images.shape
     table = _augment_table(h, w, float(max_angle), int(max_shift), images.device)  # (combos, H*W)
     choice = torch.randint(0, len(table), (b,), device=images.device, generator=generator)
-    return _gather(images, table[choice])
+    return _gather(images, table[choice].long())
 
 
 @functools.lru_cache(maxsize=8)
@@ -135,7 +135,10 @@ def _augment_table(h: int, w: int, max_angle: float, max_shift: int, device: tor
     offsets = torch.arange(-max_shift, max_shift + 1, dtype=torch.float32)
     a, dy, dx = torch.meshgrid(angles, offsets, offsets, indexing="ij")  # every combination
     shifts = torch.stack([dy.flatten(), dx.flatten()], dim=1).long()
-    return source_index(a.flatten(), shifts, h, w).to(device)
+    index = source_index(a.flatten(), shifts, h, w)  # values 0..h*w
+    # kept small (int16 for MNIST: 5025 rows of 784 take 8 MB, not 32), widened only for the rows a batch draws
+    small = torch.int16 if h * w < torch.iinfo(torch.int16).max else torch.int32
+    return index.to(device=device, dtype=small)
 
 
 def warp(images: torch.Tensor, angles: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
