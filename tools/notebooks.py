@@ -389,8 +389,8 @@ def execute_many(paths: list[Path], jobs: int = 1, **kwargs) -> Iterator[Execute
     With more than one job the machine's cores are shared out: each kernel gets ``cores // jobs`` torch threads
     (at least one), so two kernels do not fight over the same cores. One kernel's start, plots and Python overlap
     the other's arithmetic, and the course's small MLP loses little with one thread (a step of 128 images: 2.9 ms on
-    one thread, 2.2 ms on two, on a quiet 2-core machine). The longest notebooks (by ``timings``, a JSON file of the last run's seconds, updated here) start
-    first, so the last one to finish is a short one.
+    one thread, 2.2 ms on two, on a quiet 2-core machine). The longest notebooks (by ``timings``, a JSON file of
+    the last run's seconds, updated here) start first, so the last one to finish is a short one.
     """
     timings_file = kwargs.pop("timings", None)
     if jobs <= 1:
