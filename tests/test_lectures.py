@@ -249,15 +249,15 @@ def test_execute_runs_notebooks_side_by_side_sharing_the_cores(tmp_path: Path, c
     short = notebook("short", threads.format(str(report)))
     long = notebook("long", threads.format(str(report)) + "import time\ntime.sleep(3)")
     broken = notebook("broken", "raise RuntimeError('boom')")
+    dies = notebook("dies", "import os\nos._exit(1)")  # the kernel dies: that notebook fails, the run goes on
     html = tmp_path / "html"
 
-    assert (
-        nbtools.main(["execute", "--jobs", "2", "--html", str(html), str(short), str(long), str(broken)]) == 1
-    )
+    notebooks = [str(path) for path in (short, long, broken, dies)]
+    assert nbtools.main(["execute", "--jobs", "2", "--html", str(html), *notebooks]) == 1
     out = capsys.readouterr()
-    assert "3 notebooks, 2 at a time" in out.out and "boom" in out.err
-    statuses = re.findall(r"^\[\d/3\] (\w+) ", out.out, flags=re.M)
-    assert sorted(statuses) == ["FAILED", "ok", "ok"], out.out
+    assert "4 notebooks, 2 at a time" in out.out and "boom" in out.err and "DeadKernelError" in out.err
+    statuses = re.findall(r"^\[\d/4\] (\w+) ", out.out, flags=re.M)
+    assert sorted(statuses) == ["FAILED", "FAILED", "ok", "ok"], out.out
     cores = os.cpu_count()
     assert report.read_text().split() == [str(max(1, cores // 2))] * 2, (
         "each kernel gets its share of the cores"

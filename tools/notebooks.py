@@ -378,8 +378,15 @@ def execute(path: Path, fast: bool = True, timeout: int = 900, html_dir: Path | 
 
 
 def _execute_quietly(path: Path, **kwargs) -> Executed:
-    """:func:`execute` for a worker process: the result without the executed notebook (HTML is written there)."""
-    result = execute(path, **kwargs)
+    """:func:`execute` for a worker process: the result without the executed notebook (HTML is written there).
+
+    A kernel that dies (killed for memory, say) or fails to start is this notebook's failure, not the whole run's.
+    """
+    start = time.perf_counter()
+    try:
+        result = execute(path, **kwargs)
+    except Exception as exc:  # reported as the notebook's error; the other notebooks go on
+        return Executed(path, time.perf_counter() - start, f"{type(exc).__name__}: {exc}", None)
     return Executed(result.path, result.seconds, result.error, result.html)
 
 
