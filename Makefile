@@ -15,7 +15,7 @@ help:
 	@echo "make test      set up (first time only) and run the whole test suite"
 	@echo "make bench     run the benchmarks, write benchmarks/RESULTS.md"
 	@echo "make gpu-check on a GPU machine: every CUDA path checked, one table (build/gpu-check.md)"
-	@echo "make lectures  execute every lecture at full size, HTML with plots in build/lectures"
+	@echo "make lectures  execute every lecture at full size (one per core at a time), HTML with plots in build/lectures"
 	@echo "make site      the course website: every lecture executed (full size; FAST=1 for fast mode), build/site/index.html"
 	@echo "make release   (instructors) release the lab; make grade SUBMISSIONS=DIR grades a folder of uploads"
 	@echo "make student-edition STUDENT_REPO=URL [SOLUTIONS=1]"
