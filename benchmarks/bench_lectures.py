@@ -129,9 +129,8 @@ def run_lecture(path: Path, counts: Path, keep: Path | None = None, threads: int
     )
     start, error = time.perf_counter(), None
     try:
-        client.execute(
-            env=nbtools.kernel_env(fast=False, threads=threads)
-        )  # the kernel exits here and writes the counts
+        # the kernel exits at the end and writes the counts
+        client.execute(env=nbtools.kernel_env(fast=False, threads=threads))
     except CellExecutionError as exc:  # the table says so; the other lectures still run
         error = str(exc).strip().splitlines()[-1][:300]
     seconds = time.perf_counter() - start
@@ -270,7 +269,7 @@ def run() -> str:
         else "in name order (no earlier run timed them; the next run starts the longest first)"
     )
     jobs = nbtools.default_jobs(len(in_make))
-    kernel_threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    kernel_threads = nbtools.threads_per_job(jobs)
     runs, make_seconds = [], []
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(max_workers=jobs) as pool:

@@ -378,7 +378,7 @@ def execute(path: Path, fast: bool = True, timeout: int = 900, html_dir: Path | 
 
 
 def _execute_quietly(path: Path, **kwargs) -> Executed:
-    """:func:`execute` for a worker process: the result without the executed notebook (HTML is written there).
+    """:func:`execute` as :func:`execute_many` runs it: the result without the executed notebook (HTML is written).
 
     A kernel that dies (killed for memory, say) or fails to start is this notebook's failure, not the whole run's.
     """
@@ -399,22 +399,24 @@ def execute_many(paths: list[Path], jobs: int = 1, **kwargs) -> Iterator[Execute
     one thread, 2.2 ms on two, on a quiet 2-core machine). The longest notebooks (by ``timings``, a JSON file of
     the last run's seconds, updated here) start first, so the last one to finish is a short one.
     """
-    timings_file = kwargs.pop("timings", None)
-    if jobs <= 1:
-        for path in paths:
-            yield execute(path, **kwargs)
-        return
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    timings_file = kwargs.pop("timings", None)
+
+    def results() -> Iterator[Executed]:
+        if jobs <= 1:
+            yield from (_execute_quietly(path, **kwargs) for path in paths)
+            return
+        threads = threads_per_job(jobs)
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            ordered = longest_first(paths, timings_file)
+            futures = [pool.submit(_execute_quietly, path, threads=threads, **kwargs) for path in ordered]
+            yield from (future.result() for future in as_completed(futures))
+
     seconds = {}
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        ordered = longest_first(paths, timings_file)
-        futures = [pool.submit(_execute_quietly, path, threads=threads, **kwargs) for path in ordered]
-        for future in as_completed(futures):
-            result = future.result()
-            seconds[result.path.name] = result.seconds
-            yield result
+    for result in results():
+        seconds[result.path.name] = result.seconds
+        yield result
     if timings_file is not None:
         record_seconds(timings_file, seconds)
 
@@ -439,6 +441,11 @@ def longest_first(paths: list[Path], timings_file: Path | None) -> list[Path]:
     """Longest first by the last run's seconds; notebooks not timed yet keep their order, first."""
     timings = _timings(timings_file)
     return sorted(paths, key=lambda p: -timings.get(p.name, float("inf")))
+
+
+def threads_per_job(jobs: int) -> int | None:
+    """Torch threads for each of ``jobs`` kernels sharing the cores; ``None`` (torch's own choice) for one."""
+    return max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
 
 
 def default_jobs(n_notebooks: int) -> int:
@@ -522,9 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     # execute
     if args.jobs is not None and args.jobs < 1:
         parser.error(f"--jobs must be at least 1, not {args.jobs}")
-    jobs = (
-        min(args.jobs, len(targets)) if args.jobs else default_jobs(len(targets))
-    )  # no idle share of the cores
+    jobs = min(args.jobs, len(targets)) if args.jobs else default_jobs(len(targets))
     mode_name = "full size" if args.full else "fast mode"
     timings = (args.html or REPO_ROOT / "build") / f".seconds-{'full' if args.full else 'fast'}.json"
     print(f"running {len(targets)} notebook{'s' * (len(targets) != 1)}, {jobs} at a time", flush=True)
